@@ -92,7 +92,7 @@ class Vocabulary:
                 "cleaning": self.cleaning.to_dict(),
                 "dropped_words": self.dropped_words,
                 "words": list(self.words),
-                "counts": {w: int(self.counts.get(w, 0)) for w in self.words},
+                "counts": {w: int(self.counts[w]) for w in self.words[len(RESERVED):]},
             },
             indent=1,
         )
