@@ -205,27 +205,78 @@ def _info_to_file(uri_like: str, info: dict) -> FileInfo:
     return FileInfo(uri=to_uri(uri_like, info["name"]), size=size, version=version, mtime=mtime)
 
 
-def list_files(uri: str, recursive: bool = True, options: StorageOptions | None = None) -> list[FileInfo]:
-    """Every file below ``uri`` (a folder or prefix), sorted by URI. Hidden files are skipped."""
+def s3_client(options: StorageOptions | None = None):
+    """A boto3 S3 client with the same endpoint and retry policy as the filesystem."""
+    import boto3
+    from botocore.config import Config
+
+    options = options or StorageOptions()
+    endpoint = options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    return boto3.client("s3", endpoint_url=endpoint, config=Config(retries={"max_attempts": options.max_attempts, "mode": options.retry_mode}))
+
+
+def _list_s3(uri: str, recursive: bool, options: StorageOptions | None) -> list[FileInfo]:
+    """Objects under an S3 prefix through boto3's paginated ListObjectsV2 (1,000 keys a page)."""
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    prefix = key.rstrip("/") + "/" if key else ""
+    client = s3_client(options)
+    arguments = {"Bucket": bucket, "Prefix": prefix}
+    if not recursive:
+        arguments["Delimiter"] = "/"
+    files = []
+    for page in client.get_paginator("list_objects_v2").paginate(**arguments):
+        for item in page.get("Contents", ()):
+            if item["Key"].endswith("/"):
+                continue  # zero-byte "folder" markers made by consoles
+            files.append(
+                FileInfo(uri=f"s3://{bucket}/{item['Key']}", size=int(item["Size"]), version=item["ETag"].strip('"'), mtime=item["LastModified"].timestamp())
+            )
+    if not files and key:
+        try:  # a single object named by the URI itself
+            head = client.head_object(Bucket=bucket, Key=key)
+            files.append(FileInfo(uri=f"s3://{bucket}/{key}", size=int(head["ContentLength"]), version=head["ETag"].strip('"'), mtime=head["LastModified"].timestamp()))
+        except Exception:  # noqa: BLE001 - nothing there: reported below
+            pass
+    if not files and not key:
+        client.head_bucket(Bucket=bucket)
+    return files
+
+
+def list_files(uri: str, recursive: bool = True, options: StorageOptions | None = None, include_hidden: bool = False) -> list[FileInfo]:
+    """Every file below ``uri`` (a folder or prefix), sorted by URI.
+
+    Names starting with '.' below ``uri`` (temporary files, .DS_Store) are left out unless
+    ``include_hidden``.
+
+    An empty but existing local folder or bucket gives []; a missing one raises
+    MissingInputError. (S3 has no folders: an empty prefix is reported as missing.)
+    """
+    if is_s3(uri):
+        try:
+            found = _list_s3(uri, recursive, options)
+        except Exception as error:  # noqa: BLE001
+            raise _wrap(uri, error, "list") from error
+        if not found and uri.split("://", 1)[1].partition("/")[2]:
+            raise MissingInputError(f"{uri}: no objects under this prefix; check the bucket and prefix")
+        return sorted((f for f in found if include_hidden or not _hidden(f.uri, uri)), key=lambda f: f.uri)
     fs, path = filesystem(uri, options)
     try:
         if not fs.exists(path):
             raise FileNotFoundError(path)
         if recursive:
-            found = fs.find(path, detail=True)
+            entries = fs.find(path, detail=True)
         else:
-            found = {entry["name"]: entry for entry in fs.ls(path, detail=True)}
+            entries = {entry["name"]: entry for entry in fs.ls(path, detail=True)}
     except Exception as error:  # noqa: BLE001
         raise _wrap(uri, error, "list") from error
-    files = []
-    for name, info in found.items():
-        if info.get("type") == "directory":
-            continue
-        if any(part.startswith(".") for part in name.split("/") if part):
-            if not any(part.startswith(".") for part in path.split("/") if part):
-                continue
-        files.append(_info_to_file(uri, info))
-    return sorted(files, key=lambda f: f.uri)
+    files = [_info_to_file(uri, info) for info in entries.values() if info.get("type") != "directory"]
+    return sorted((f for f in files if include_hidden or not _hidden(f.uri, uri)), key=lambda f: f.uri)
+
+
+def _hidden(file_uri: str, root_uri: str) -> bool:
+    """Names starting with '.' below the root."""
+    relative = file_uri[len(root_uri.rstrip("/")):] if file_uri.startswith(root_uri.rstrip("/")) else file_uri
+    return any(part.startswith(".") for part in relative.split("/") if part)
 
 
 def iter_lines(uri: str, options: StorageOptions | None = None) -> Iterator[tuple[int, str]]:
