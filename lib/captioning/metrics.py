@@ -1,0 +1,209 @@
+"""Caption quality metrics: BLEU as the Flickr8k tutorials report it, and the COCO toolkit.
+
+Why two sets of numbers:
+
+* :func:`bleu_scores` is corpus BLEU-1..4 from ``nltk`` with the cumulative weights the
+  popular Flickr8k "merge model" tutorials print, on the already-cleaned tokens the model
+  sees. It is what those tutorials' numbers can be compared with.
+* :func:`coco_scores` is the COCO caption evaluation toolkit (``pycocoevalcap``): its own
+  PTB tokenisation, then BLEU-1..4, METEOR, ROUGE-L and CIDEr, which is what papers
+  report. SPICE is not computed: it needs Stanford CoreNLP models downloaded on first use
+  (and several GB of memory); the result says so under the ``"note"`` key.
+
+Both take ``references`` (image id -> reference captions, each a sequence of tokens) and
+``hypotheses`` (image id -> one generated caption as tokens), and refuse inputs whose ids
+do not match, since scoring a subset silently would give a different number.
+:func:`coco_scores` also accepts each caption as raw text (a ``str``), which is what the
+COCO toolkit is meant to see: it tokenises everything itself.
+
+Behaviour of ``pycocoevalcap`` 1.2 worth knowing (read from its source):
+
+* ``PTBTokenizer`` and ``Meteor`` run Java (``java`` on ``PATH``). Without Java nothing in
+  the COCO set can run, so :func:`coco_scores` raises :class:`CocoEvalError` up front;
+  it also raises (rather than dropping the metric) when the METEOR process fails, so a
+  results table never lacks METEOR without anyone noticing. Pass ``meteor=False`` to
+  skip METEOR deliberately (it starts a JVM with a 2 GB heap limit and loads a
+  paraphrase table, several seconds); the note then says it was skipped.
+* ``PTBTokenizer`` writes the captions to a temporary file created *inside the installed
+  package* (``site-packages/pycocoevalcap/tokenizer``) and deletes it after Java has read
+  it. The name comes from ``tempfile`` (unique, created exclusively), so concurrent runs
+  on one machine do not collide; but the directory must be writable (it is not in a
+  read-only image or when the environment belongs to another user), and a run killed
+  mid-way leaves its file behind. :func:`coco_scores` checks writability first and says
+  how to fix it. ``Meteor`` writes no files: it talks to its JVM over pipes, one JVM per
+  scorer object, which is closed here as soon as the score is read.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Hashable, Mapping, Sequence, Union
+
+BLEU_WEIGHTS = (
+    ("BLEU-1", (1.0, 0.0, 0.0, 0.0)),
+    ("BLEU-2", (0.5, 0.5, 0.0, 0.0)),
+    ("BLEU-3", (1 / 3, 1 / 3, 1 / 3, 0.0)),
+    ("BLEU-4", (0.25, 0.25, 0.25, 0.25)),
+)
+SPICE_NOTE = "SPICE not computed: it needs Stanford CoreNLP models downloaded on first use"
+
+References = Mapping[Hashable, Sequence[Sequence[str]]]
+Hypotheses = Mapping[Hashable, Sequence[str]]
+TextOrTokens = Union[str, Sequence[str]]  # raw caption text or its tokens
+
+
+class CocoEvalError(RuntimeError):
+    """The COCO toolkit could not run (no Java, unwritable package directory, METEOR failed)."""
+
+
+def bleu_scores(references: References, hypotheses: Hypotheses, *, smoothing: str | None = None) -> dict[str, float]:
+    """Corpus BLEU-1..4 with nltk (cumulative weights, closest reference length).
+
+    ``smoothing`` names an ``nltk.translate.bleu_score.SmoothingFunction`` method, e.g.
+    ``"method1"``; ``None`` (the tutorials' choice) smooths nothing, so an n-gram order
+    with no match at all gives that BLEU-n a score of (practically) 0 and nltk warns.
+    """
+    from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+
+    ids = _checked_ids(references, hypotheses)
+    smoothing_function = None
+    if smoothing is not None:
+        if not smoothing.startswith("method") or not hasattr(SmoothingFunction, smoothing):
+            raise ValueError(f"unknown smoothing {smoothing!r}; expected None or 'method0'..'method7'")
+        smoothing_function = getattr(SmoothingFunction(), smoothing)
+    refs = [[list(r) for r in references[i]] for i in ids]
+    hyps = [list(hypotheses[i]) for i in ids]
+    # trailing zero weights change nothing but make nltk compute (and warn about) n-gram
+    # orders that carry no weight, so BLEU-n is asked with its first n weights only
+    return {name: float(corpus_bleu(refs, hyps, weights=_without_trailing_zeros(weights), smoothing_function=smoothing_function)) for name, weights in BLEU_WEIGHTS}
+
+
+def _without_trailing_zeros(weights: tuple[float, ...]) -> tuple[float, ...]:
+    kept = len(weights)
+    while kept > 1 and weights[kept - 1] == 0:
+        kept -= 1
+    return weights[:kept]
+
+
+def coco_scores(
+    references: Mapping[Hashable, Sequence[TextOrTokens]],
+    hypotheses: Mapping[Hashable, TextOrTokens],
+    *,
+    meteor: bool = True,
+) -> dict[str, float | str]:
+    """COCO caption metrics: ``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr`` and a ``note``.
+
+    Each caption is raw text or a token sequence (joined with spaces); either way the
+    toolkit's PTB tokenizer lower-cases it and strips punctuation, as the COCO evaluation
+    server does. CIDEr's IDF comes from the references given, so it is only meaningful
+    over many images. Raises :class:`CocoEvalError` when Java or the tokenizer's
+    directory is unusable or METEOR fails.
+    """
+    ids = _checked_ids(references, hypotheses, allow_text=True)
+    _check_java_environment()
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    keys = {image_id: str(n) for n, image_id in enumerate(ids)}  # toolkit keys: plain strings
+    gts = _tokenized({keys[i]: [_text(r) for r in references[i]] for i in ids})
+    res = _tokenized({keys[i]: [_text(hypotheses[i])] for i in ids})
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores: dict[str, float | str] = {f"Bleu_{n}": float(b) for n, b in enumerate(bleu, start=1)}
+    notes = [SPICE_NOTE]
+    if meteor:
+        scores["METEOR"] = _meteor(gts, res)
+    else:
+        notes.append("METEOR not computed: skipped on request")
+    scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
+    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    scores["note"] = "; ".join(notes)
+    return scores
+
+
+def _checked_ids(references: Mapping[Hashable, Sequence[TextOrTokens]], hypotheses: Mapping[Hashable, TextOrTokens], allow_text: bool = False) -> list[Hashable]:
+    """Ids of the hypotheses after checking both sides name the same images with valid captions."""
+    no_refs = [i for i in hypotheses if i not in references]
+    no_hyp = [i for i in references if i not in hypotheses]
+    if no_refs or no_hyp:
+        problems = []
+        if no_refs:
+            problems.append(f"{len(no_refs)} hypothesis id(s) without references, first {no_refs[:5]}")
+        if no_hyp:
+            problems.append(f"{len(no_hyp)} reference id(s) without a hypothesis, first {no_hyp[:5]}")
+        raise ValueError("references and hypotheses must cover the same image ids: " + "; ".join(problems))
+    if not hypotheses:
+        raise ValueError("no captions to score")
+    for image_id, hypothesis in hypotheses.items():
+        _check_caption(hypothesis, f"hypothesis for {image_id!r}", allow_text)
+        if isinstance(references[image_id], str) or len(references[image_id]) == 0:
+            raise ValueError(f"no references for {image_id!r} (expected a list of captions, got {references[image_id]!r})")
+        for reference in references[image_id]:
+            _check_caption(reference, f"a reference for {image_id!r}", allow_text)
+    return list(hypotheses)
+
+
+def _check_caption(caption: TextOrTokens, what: str, allow_text: bool) -> None:
+    if isinstance(caption, str):
+        if allow_text:
+            return
+        raise TypeError(f"{what} must be a sequence of word strings (split the caption), got {caption!r}")
+    if not all(isinstance(token, str) for token in caption):
+        raise TypeError(f"{what} must be {'text or ' if allow_text else ''}a sequence of word strings, got {caption!r}")
+
+
+def _text(caption: TextOrTokens) -> str:
+    return caption if isinstance(caption, str) else " ".join(caption)
+
+
+def _check_java_environment() -> None:
+    if shutil.which("java") is None:
+        raise CocoEvalError("the COCO caption toolkit needs Java ('java' on PATH) for its PTB tokenizer and METEOR; install Java 17 or use bleu_scores")
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    directory = os.path.dirname(os.path.abspath(ptbtokenizer.__file__))
+    if not os.access(directory, os.W_OK):
+        raise CocoEvalError(f"pycocoevalcap's PTBTokenizer writes a temporary file into {directory}, which is not writable; install the package in an environment this user owns")
+
+
+def _tokenized(captions: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """The toolkit's PTB tokenisation (lower-cased, punctuation removed), checked for alignment."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    # one caption per line: any line break inside a caption would shift every later caption
+    tokens = PTBTokenizer().tokenize({key: [{"caption": " ".join(c.split())} for c in caps] for key, caps in captions.items()})
+    if {key: len(caps) for key, caps in tokens.items()} != {key: len(caps) for key, caps in captions.items()}:
+        raise CocoEvalError("PTBTokenizer returned a different number of captions than it was given")
+    return tokens
+
+
+def _meteor(gts: Mapping[str, list[str]], res: Mapping[str, list[str]]) -> float:
+    """METEOR 1.5 over the corpus; the scorer's JVM is stopped before returning."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    try:
+        scorer = Meteor()
+    except OSError as error:
+        raise CocoEvalError(f"could not start METEOR (java -jar meteor-1.5.jar): {error}") from error
+    process = scorer.meteor_p  # the toolkit's JVM; its own cleanup only runs on garbage collection
+    try:
+        score, _ = scorer.compute_score(gts, res)
+        return float(score)
+    except (ValueError, OSError) as error:  # an empty line from a dead JVM fails float()
+        process.kill()
+        detail = process.stderr.read().decode(errors="replace").strip()[-2000:]
+        raise CocoEvalError(f"METEOR failed: {error}; java said: {detail or '(nothing)'}") from error
+    finally:
+        _stop(process)
+        if scorer.lock.locked():  # left held by a failed compute_score; Meteor.__del__ would block on it
+            scorer.lock.release()
+
+
+def _stop(process) -> None:
+    for stream in (process.stdin, process.stdout, process.stderr):
+        try:
+            stream.close()
+        except OSError:
+            pass
+    process.kill()
+    process.wait()
