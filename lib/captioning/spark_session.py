@@ -43,7 +43,10 @@ def build_session(app_name: str, master: str | None = None, extra_conf: Mapping[
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.parquet.compression.codec": "snappy",
+        "spark.ui.showConsoleProgress": "false",
     }
     for key, value in {**defaults, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session

@@ -1,4 +1,8 @@
-"""One local Spark session shared by every Spark test (starting a JVM costs seconds)."""
+"""One local Spark session shared by every Spark test (starting a JVM costs seconds).
+
+The session starts after the S3 test server, so the Python workers Spark launches inherit
+the AWS_* variables that point them at it.
+"""
 from __future__ import annotations
 
 import os
@@ -8,11 +12,22 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(s3_endpoint):
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from captioning.spark_session import build_session
 
     session = build_session("captioning-tests", master="local[2]", extra_conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"})
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory):
+    """A small sample dataset with the real files' quirks (shared, read-only)."""
+    from captioning.sample_data import SampleConfig, generate_sample_dataset
+
+    root = tmp_path_factory.mktemp("sample") / "flickr"
+    summary = generate_sample_dataset(str(root), SampleConfig(num_images=80, seed=3, quirks=True, workers=1))
+    return str(root), summary
