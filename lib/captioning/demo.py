@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", default="demo-output", help="folder for every output (default demo-output)")
     parser.add_argument("--images", type=int, default=2000, help="sample dataset size (default 2000)")
     parser.add_argument("--unseen", type=int, default=120, help="unseen images to caption in bulk (default 120)")
-    parser.add_argument("--backbone", default="mobilenetv3small", help="CNN backbone (default mobilenetv3small: fast on a laptop CPU)")
+    parser.add_argument("--backbone", default="resnet50", help="CNN backbone (default resnet50, as the original project)")
     parser.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample data and the models (default 0)")
     return parser

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -39,8 +40,10 @@ def spark_for(app_name: str, spark=None) -> Iterator[object]:
 def run_main(job: Callable[[], int | None]) -> int:
     """Run ``job`` turning expected failures into an ``error:`` line and exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("py4j", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec", "h5py", "matplotlib", "PIL"):
+    for noisy in ("py4j", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec", "h5py", "matplotlib", "PIL", "petastorm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # petastorm 0.13 uses pyarrow's legacy dataset API on purpose (see reader.py)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
     try:
         return int(job() or 0)
     except EXPECTED_ERRORS as error:

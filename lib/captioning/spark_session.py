@@ -31,6 +31,7 @@ def build_session(app_name: str, master: str | None = None, extra_conf: Mapping[
     """A SparkSession; ``master`` wins, else spark-submit's, else ``local[*]``."""
     require_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by local Python workers
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
@@ -44,6 +45,7 @@ def build_session(app_name: str, master: str | None = None, extra_conf: Mapping[
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.parquet.compression.codec": "snappy",
         "spark.ui.showConsoleProgress": "false",
+        "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
     }
     for key, value in {**defaults, **(extra_conf or {})}.items():
         builder = builder.config(key, value)

@@ -1,0 +1,227 @@
+"""Train the LSTM caption decoder from the captions table and the feature store.
+
+    spark-submit jobs/train_decoder.py --captions s3://my-bucket/prepared --features s3://my-bucket/features/resnet50 \
+        --output s3://my-bucket/models/merge-v1 --epochs 20
+    captioner train-decoder --captions data/prepared --features data/features --output data/model --epochs 10
+
+Spark joins each split's captions with their image vectors into training views
+(``<output>/data/{train,dev}``), Petastorm streams them into tf.data, and Keras trains
+with teacher forcing over whole padded captions. A checkpoint is written every epoch:
+run the same command again after an interruption and it resumes from the last finished
+epoch. Early stopping watches the dev loss; the best epoch's weights become the model.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from captioning import storage
+from captioning.decoder import DecoderConfig
+from captioning.feature_store import part_uri, require_manifest
+from captioning.jobrunner import InputError, run_main, spark_for
+from captioning.model_dir import VOCAB, WEIGHTS, write_config
+from captioning.training import TrainConfig
+from captioning.vocab import Vocabulary
+
+LOG = logging.getLogger("train_decoder")
+ROW_GROUP_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TrainJobConfig:
+    captions_uri: str
+    features_uri: str
+    output_uri: str
+    train: TrainConfig = field(default_factory=TrainConfig)
+    embedding_dim: int = 200
+    units: int = 256
+    hidden_units: int = 512
+    dropout: float = 0.5
+    glove_uri: str | None = None
+    freeze_embeddings: bool = False
+    overwrite: bool = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train-decoder", description="Train the merge LSTM caption decoder with teacher forcing; checkpoints every epoch and resumes.")
+    parser.add_argument("--captions", required=True, help="output folder of prepare-captions (captions/, vocab.json, summary.json)")
+    parser.add_argument("--features", required=True, help="feature store written by extract-features")
+    parser.add_argument("--output", required=True, help="model directory to write (local or s3://); rerunning resumes from its checkpoints")
+    parser.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
+    parser.add_argument("--batch-size", type=int, default=64, help="captions per step (default 64)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
+    parser.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better dev loss (default 3)")
+    parser.add_argument("--shuffle-buffer", type=int, default=8192, help="captions mixed in memory on top of row-group shuffling (default 8192)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default 0)")
+    parser.add_argument("--embedding-dim", type=int, default=200, help="word embedding size (default 200; must match --glove)")
+    parser.add_argument("--units", type=int, default=256, help="LSTM units and image projection size (default 256)")
+    parser.add_argument("--hidden-units", type=int, default=512, help="Dense layer after the merge (default 512)")
+    parser.add_argument("--dropout", type=float, default=0.5, help="dropout on image vectors and embeddings (default 0.5)")
+    parser.add_argument("--glove", default=None, help="GloVe text file (local or s3://) to initialise the embeddings, e.g. glove.6B.200d.txt")
+    parser.add_argument("--freeze-embeddings", action="store_true", help="keep the (GloVe) embeddings fixed, as the original project did")
+    parser.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start over")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
+    if args.epochs < 1 or args.batch_size < 1 or args.patience < 1:
+        raise InputError("--epochs, --batch-size and --patience must be positive")
+    return TrainJobConfig(
+        captions_uri=args.captions,
+        features_uri=args.features,
+        output_uri=args.output,
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience, shuffle_buffer=args.shuffle_buffer, seed=args.seed),
+        embedding_dim=args.embedding_dim,
+        units=args.units,
+        hidden_units=args.hidden_units,
+        dropout=args.dropout,
+        glove_uri=args.glove,
+        freeze_embeddings=args.freeze_embeddings,
+        overwrite=args.overwrite,
+    )
+
+
+def read_prepared(captions_uri: str) -> tuple[dict, Vocabulary]:
+    summary_uri = storage.join(captions_uri, "summary.json")
+    if not storage.exists(summary_uri):
+        raise InputError(f"{captions_uri}: no summary.json (prepare-captions has not completed there); run prepare-captions first")
+    summary = json.loads(storage.read_text(summary_uri))
+    vocab_uri = storage.join(captions_uri, "vocab.json")
+    return summary, Vocabulary.from_json(storage.read_text(vocab_uri), source=vocab_uri)
+
+
+def data_fingerprint(prepared: dict, manifest) -> str:
+    text = json.dumps({"captions": prepared["fingerprint"], "features": list(manifest.parts), "encoder": manifest.encoder}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_views(spark, config: TrainJobConfig, manifest, fingerprint: str) -> dict:
+    """Write data/{train,dev} (skipped when already built from the same inputs); row counts."""
+    from captioning.stages.training_view import training_view
+
+    marker = storage.join(config.output_uri, "data", "views.json")
+    if storage.exists(marker):
+        existing = json.loads(storage.read_text(marker))
+        if existing.get("fingerprint") == fingerprint:
+            return existing
+    captions = spark.read.parquet(storage.join(config.captions_uri, "captions"))
+    features = spark.read.parquet(*[part_uri(config.features_uri, p) for p in manifest.parts])
+    info = {"fingerprint": fingerprint}
+    for split in ("train", "dev"):
+        view, missing = training_view(captions, features, split)
+        target = storage.join(config.output_uri, "data", split)
+        view.repartition(max(1, spark.sparkContext.defaultParallelism)).write.option("parquet.block.size", ROW_GROUP_BYTES).mode("overwrite").parquet(target)
+        rows = spark.read.parquet(target).count()
+        if rows == 0:
+            raise InputError(f"no {split} caption has an image vector: check that {config.features_uri} was extracted from the dataset of {config.captions_uri}")
+        info[split] = {"rows": rows, "captions_without_features": missing.count(), "uri": target}
+    storage.write_text(marker, json.dumps(info, indent=1))
+    return info
+
+
+def run(config: TrainJobConfig, spark=None) -> dict:
+    prepared, vocabulary = read_prepared(config.captions_uri)
+    manifest = require_manifest(config.features_uri)
+    decoder = DecoderConfig(
+        vocab_size=vocabulary.size,
+        max_length=int(prepared["max_length"]),
+        feature_dim=manifest.feature_dim,
+        embedding_dim=config.embedding_dim,
+        units=config.units,
+        hidden_units=config.hidden_units,
+        dropout=config.dropout,
+        train_embeddings=not config.freeze_embeddings,
+    )
+    fingerprint = data_fingerprint(prepared, manifest)
+    # epochs and patience may change between a run and its resumption (train longer)
+    resumable = {k: v for k, v in config.train.to_dict().items() if k not in ("epochs", "patience")}
+    run_fingerprint = hashlib.sha256(json.dumps([fingerprint, decoder.to_dict(), resumable, config.glove_uri], sort_keys=True).encode()).hexdigest()[:16]
+    if config.overwrite:
+        storage.delete(storage.join(config.output_uri, "checkpoints"), recursive=True)
+        storage.delete(storage.join(config.output_uri, "config.json"))
+    with spark_for("train-decoder", spark) as session:
+        views = build_views(session, config, manifest, fingerprint)
+    started = time.time()
+    state = fit(config, decoder, vocabulary, manifest, views, run_fingerprint)
+    model_id = f"{manifest.encoder['backbone']}-{run_fingerprint}"
+    training = {
+        "model_id": model_id,
+        "run_fingerprint": run_fingerprint,
+        "captions": config.captions_uri,
+        "features": config.features_uri,
+        "train_rows": views["train"]["rows"],
+        "dev_rows": views["dev"]["rows"],
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "best_dev_loss": state["best_val_loss"],
+        "stopped_early": state["stopped_early"],
+        "train": config.train.to_dict(),
+        "glove": config.glove_uri,
+    }
+    write_config(config.output_uri, decoder, {**manifest.encoder, "dtype": manifest.dtype}, training)
+    LOG.info("model %s written to %s (best epoch %s, dev loss %s) in %.0fs", model_id, config.output_uri, state["best_epoch"], state["best_val_loss"], time.time() - started)
+    return training
+
+
+def fit(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, manifest, views: dict, run_fingerprint: str) -> dict:
+    """Train (or resume) and copy the best weights into the model directory; returns the state."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from captioning import training
+    from captioning.decoder import build_training_model, compile_model, load_glove
+    from captioning.reader import ReaderConfig, open_dataset
+
+    checkpoints = storage.join(config.output_uri, "checkpoints")
+    state = training.read_state(checkpoints)
+    if state is not None and state.get("fingerprint") != run_fingerprint:
+        raise InputError(f"{config.output_uri}: holds checkpoints of a different configuration or data; use --overwrite to start over, or another --output")
+    storage.write_text(storage.join(config.output_uri, VOCAB), vocabulary.to_json())
+    if state is None:
+        state = training.new_state(run_fingerprint)
+        keras.utils.set_random_seed(config.train.seed)
+        model = build_training_model(decoder)
+        if config.glove_uri:
+            matrix, found = load_glove(config.glove_uri, vocabulary.words, decoder.embedding_dim, config.train.seed)
+            model.get_layer("embedding").set_weights([matrix])
+            LOG.info("GloVe vectors for %d of %d words from %s", found, vocabulary.size, config.glove_uri)
+        compile_model(model, config.train.learning_rate)
+    else:
+        LOG.info("resuming %s after epoch %d", config.output_uri, state["epoch"])
+        model = training.restore(checkpoints, state)
+
+    finished = state["stopped_early"] or state["epoch"] >= config.train.epochs
+    if not finished:
+        base = dict(feature_dtype=manifest.dtype, feature_dim=decoder.feature_dim, max_length=decoder.max_length, batch_size=config.train.batch_size)
+        train_reader = ReaderConfig(shuffle=True, seed=config.train.seed + state["epoch"], shuffle_buffer=config.train.shuffle_buffer, num_epochs=None, **base)
+        dev_reader = ReaderConfig(shuffle=False, seed=0, shuffle_buffer=1, num_epochs=1, **base)
+        steps = math.ceil(views["train"]["rows"] / config.train.batch_size)
+        with open_dataset(views["dev"]["uri"], dev_reader) as dev_stream:
+            dev = list(dev_stream.as_numpy_iterator())  # dev split is small: read once, reuse each epoch
+        dev_data = tf.data.Dataset.from_tensor_slices(
+            ((np.concatenate([d[0][0] for d in dev]), np.concatenate([d[0][1] for d in dev])), np.concatenate([d[1] for d in dev]), np.concatenate([d[2] for d in dev]))
+        ).batch(config.train.batch_size)
+        callback = training.make_epoch_callback(checkpoints, config.output_uri, state, config.train, is_chief=True)
+        with open_dataset(views["train"]["uri"], train_reader) as train_stream:
+            model.fit(train_stream, epochs=config.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps, validation_data=dev_data, callbacks=[callback], verbose=2)
+    best = storage.join(checkpoints, "best.weights.h5")
+    storage.write_bytes(storage.join(config.output_uri, WEIGHTS), storage.read_bytes(best))
+    return state
+
+
+def main(argv: list[str] | None = None, spark=None) -> int:
+    def job() -> int:
+        print(json.dumps(run(config_from_args(build_parser().parse_args(argv)), spark), indent=1))
+        return 0
+
+    return run_main(job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
