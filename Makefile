@@ -16,7 +16,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test unit venv check-java package clean
+.PHONY: demo test unit venv check-java clean
 
 $(STAMP): requirements/constraints.txt setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (e.g. apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -42,3 +42,25 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist lib/*.egg-info .pytest_cache
+
+# --- AWS (emr/README.md) ---
+DIST ?= dist/emr
+VALIDATOR := emr/validator/node_modules/.package-lock.json
+
+.PHONY: package statemachines asl-validator deploy
+
+package: $(STAMP)
+	$(PY) -m captioning.aws.package --dist $(DIST)
+
+statemachines: $(STAMP)
+	$(PY) -m captioning.aws.statemachines
+
+asl-validator: $(VALIDATOR)
+$(VALIDATOR): emr/validator/package.json emr/validator/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found: install Node.js 18+ (e.g. apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix emr/validator --no-audit --no-fund
+
+# make deploy VERSION=20261201-a STACK=captioning   (or ARTIFACTS_URI=s3://bucket/artifacts)
+deploy: package
+	@test -n "$(VERSION)" || { echo "error: give VERSION=<name of this deployment>"; exit 1; }
+	$(PY) -m captioning.aws.deploy --version $(VERSION) --dist $(DIST) $(if $(STACK),--stack $(STACK),--artifacts-uri $(ARTIFACTS_URI))

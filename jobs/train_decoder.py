@@ -199,7 +199,8 @@ def fit(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, 
     finished = state["stopped_early"] or state["epoch"] >= config.train.epochs
     if not finished:
         base = dict(feature_dtype=manifest.dtype, feature_dim=decoder.feature_dim, max_length=decoder.max_length, batch_size=config.train.batch_size)
-        train_reader = ReaderConfig(shuffle=True, seed=config.train.seed + state["epoch"], shuffle_buffer=config.train.shuffle_buffer, num_epochs=None, **base)
+        # petastorm treats seed 0 as "unseeded": keep it positive, and new after a resume
+        train_reader = ReaderConfig(shuffle=True, seed=config.train.seed * 1000 + state["epoch"] + 1, shuffle_buffer=config.train.shuffle_buffer, num_epochs=None, **base)
         dev_reader = ReaderConfig(shuffle=False, seed=0, shuffle_buffer=1, num_epochs=1, **base)
         steps = math.ceil(views["train"]["rows"] / config.train.batch_size)
         with open_dataset(views["dev"]["uri"], dev_reader) as dev_stream:
@@ -209,7 +210,7 @@ def fit(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, 
         ).batch(config.train.batch_size)
         callback = training.make_epoch_callback(checkpoints, config.output_uri, state, config.train, is_chief=True)
         with open_dataset(views["train"]["uri"], train_reader) as train_stream:
-            model.fit(train_stream, epochs=config.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps, validation_data=dev_data, callbacks=[callback], verbose=2)
+            model.fit(train_stream, epochs=config.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps, validation_data=dev_data, callbacks=[callback], verbose=2, shuffle=False)
     best = storage.join(checkpoints, "best.weights.h5")
     storage.write_bytes(storage.join(config.output_uri, WEIGHTS), storage.read_bytes(best))
     return state

@@ -17,6 +17,8 @@ JOBS = {
     "evaluate": ("captioning.jobs.evaluate", "caption the test split and score it (BLEU, METEOR, ROUGE-L, CIDEr)"),
     "caption-images": ("captioning.jobs.caption_images", "caption every image in buckets or folders"),
     "demo": ("captioning.demo", "the whole pipeline on the built-in sample dataset"),
+    "deploy": ("captioning.aws.deploy", "upload the packaged wheel, bootstrap and job scripts to S3 (emr/README.md)"),
+    "launch": ("captioning.aws.launch", "start an EMR cluster that runs a pipeline and terminates itself"),
 }
 
 
