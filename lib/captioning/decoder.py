@@ -34,6 +34,7 @@ class DecoderConfig:
     hidden_units: int = 512  # the Dense(512, relu) after the merge
     dropout: float = 0.5  # on image vectors and embeddings, as the original
     train_embeddings: bool = True  # False freezes them (the original froze GloVe)
+    normalize_features: bool = True  # standardise image vectors with training-set statistics
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,7 +52,10 @@ def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | N
     features = keras.Input((config.feature_dim,), name="features")  # (B, D)
     input_ids = keras.Input((config.max_length - 1,), dtype="int32", name="input_ids")  # (B, T)
 
-    image = layers.Dropout(config.dropout, name="image_dropout")(features)  # (B, D)
+    image = features
+    if config.normalize_features:
+        image = layers.Normalization(name="feature_norm")(image)  # (B, D): (x - mean) / std
+    image = layers.Dropout(config.dropout, name="image_dropout")(image)  # (B, D)
     image = layers.Dense(config.units, activation="relu", name="image_dense")(image)  # (B, U)
 
     embedding = layers.Embedding(
@@ -71,6 +75,25 @@ def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | N
     return keras.Model([features, input_ids], logits, name="merge_decoder")
 
 
+def set_feature_statistics(model, mean: np.ndarray, variance: np.ndarray, count: int) -> None:
+    """Store the training features' per-dimension mean and variance in the model.
+
+    CNN vectors are not centred and their dimensions differ in scale by orders of magnitude
+    (random-initialised backbones especially); standardising them lets the image branch
+    learn as fast as the word branch. The statistics are weights of the model, so they
+    travel with the weights file and inference applies exactly the same transform.
+    """
+    layer = model.get_layer("feature_norm")
+    layer.set_weights([np.asarray(mean, np.float32), np.maximum(np.asarray(variance, np.float32), 1e-6), np.asarray(count)])
+    layer.finalize_state()
+
+
+def feature_statistics(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mean (D,), variance (D,), count) of image vectors (N, D), in float64 for accuracy."""
+    vectors = np.asarray(vectors, np.float64)
+    return vectors.mean(axis=0), vectors.var(axis=0), len(vectors)
+
+
 def compile_model(model, learning_rate: float) -> None:
     import keras
 
@@ -85,12 +108,15 @@ def compile_model(model, learning_rate: float) -> None:
 class StepDecoder:
     """The trained layers run one word at a time, for batched search.
 
-    ``initial_state(features)`` -> (image (B, U), h (B, U), c (B, U));
+    ``initial_state(features)`` -> (image (B, U), h (B, U), c (B, U)), features normalised
+    exactly as in training;
     ``step(word_ids (B,), state)`` -> (log_probs (B, V), state).
     Dropout is inactive (inference), so results are deterministic.
     """
 
     def __init__(self, model):
+        names = {layer.name for layer in model.layers}
+        self.feature_norm = model.get_layer("feature_norm") if "feature_norm" in names else None
         self.image_dense = model.get_layer("image_dense")
         self.embedding = model.get_layer("embedding")
         self.cell = model.get_layer("lstm").cell
@@ -102,6 +128,8 @@ class StepDecoder:
         import tensorflow as tf
 
         features = tf.cast(features, tf.float32)  # (B, D)
+        if self.feature_norm is not None:
+            features = self.feature_norm(features)  # (B, D)
         image = self.image_dense(features)  # (B, U)
         zeros = tf.zeros_like(image)  # (B, U)
         return (image, zeros, zeros)
