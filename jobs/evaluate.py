@@ -41,6 +41,7 @@ class EvaluateConfig:
     max_length: int = 0  # 0: the model's own maximum
     batch_size: int = 256
     coco: bool = True
+    overwrite: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=0, help="most words per caption (default: the model's maximum)")
     parser.add_argument("--batch-size", type=int, default=256, help="images decoded at once (default 256)")
     parser.add_argument("--no-coco", action="store_true", help="skip the COCO toolkit (it needs Java for METEOR and tokenisation)")
+    parser.add_argument("--overwrite", action="store_true", help="evaluate again even if --output already holds this evaluation")
     return parser
 
 
@@ -63,8 +65,16 @@ def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     return EvaluateConfig(
         model_uri=args.model, features_uri=args.features, captions_uri=args.captions, output_uri=args.output, split=args.split,
         search=args.search, beam_width=args.beam_width, length_alpha=args.length_alpha, max_length=args.max_length,
-        batch_size=args.batch_size, coco=not args.no_coco,
+        batch_size=args.batch_size, coco=not args.no_coco, overwrite=args.overwrite,
     )
+
+
+def evaluation_key(config: EvaluateConfig, info, manifest) -> dict:
+    """What an evaluation's result depends on: same key, same metrics."""
+    return {
+        "model_id": info.identity, "features": list(manifest.parts), "captions": config.captions_uri, "split": config.split,
+        "search": [config.search, config.beam_width, config.length_alpha, config.max_length], "coco": config.coco,
+    }
 
 
 def extract(spark, config: EvaluateConfig, manifest):
@@ -132,6 +142,13 @@ def run(config: EvaluateConfig, spark=None) -> dict:
     info = read_info(config.model_uri)
     manifest = require_manifest(config.features_uri)
     info.check_features(config.features_uri, manifest.encoder)
+    key = evaluation_key(config, info, manifest)
+    metrics_uri = storage.join(config.output_uri, "metrics.json")
+    if not config.overwrite and storage.exists(metrics_uri):
+        previous = json.loads(storage.read_text(metrics_uri))
+        if previous.get("key") == key:
+            LOG.info("%s already holds this evaluation; nothing to do (--overwrite evaluates again)", config.output_uri)
+            return previous
     with spark_for("evaluate", spark) as session:
         ids, vectors, references, missing = extract(session, config, manifest)
     if not ids:
@@ -144,6 +161,7 @@ def run(config: EvaluateConfig, spark=None) -> dict:
     blind_vector = vectors.mean(axis=0, keepdims=True)  # (1, D): the same input for every image
     blind = captioner.caption(blind_vector) * len(ids)
     metrics = {
+        "key": key,
         "model_uri": config.model_uri,
         "model_id": info.identity,
         "split": config.split,

@@ -105,3 +105,9 @@ def test_evaluation_refuses_features_of_another_model(spark, pipeline, tmp_path,
     write_manifest(other, dataclasses.replace(manifest, encoder={**manifest.encoder, "backbone": "inceptionv3"}))
     assert evaluate.main(["--model", pipeline["model"], "--features", other, "--captions", pipeline["prepared"], "--output", str(tmp_path / "e")], spark=spark) == 2
     assert "inceptionv3" in capsys.readouterr().err
+
+
+def test_evaluating_again_reuses_the_result(spark, evaluation, pipeline):
+    before = {f.uri: f.version for f in storage.list_files(evaluation)}
+    assert evaluate.main(["--model", pipeline["model"], "--features", pipeline["features"], "--captions", pipeline["prepared"], "--output", evaluation, "--search", "greedy"], spark=spark) == 0
+    assert {f.uri: f.version for f in storage.list_files(evaluation)} == before
