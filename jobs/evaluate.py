@@ -136,6 +136,7 @@ def summary_markdown(metrics: dict) -> str:
 
 
 def run(config: EvaluateConfig, spark=None) -> dict:
+    from captioning.encoder import configure_tensorflow
     from captioning.inference import Captioner, default_search
 
     started = time.time()
@@ -153,6 +154,7 @@ def run(config: EvaluateConfig, spark=None) -> dict:
         ids, vectors, references, missing = extract(session, config, manifest)
     if not ids:
         raise InputError(f"{config.features_uri}: none of the {len(references)} {config.split} images has features; run extract-features on the dataset")
+    configure_tensorflow(mixed_precision=False)  # GPU memory growth before the first model
     search = default_search(info, config.search, config.beam_width, config.length_alpha, config.max_length or None)
     captioner = Captioner(info, search)
     decode_started = time.time()

@@ -17,7 +17,7 @@ from pyspark.sql import types as T
 from ..encoder import EncoderConfig
 from ..images import DecodeConfig, is_image_name
 from ..search import SearchConfig
-from ..worker_cache import captioner
+from ..worker_cache import captioner, featurizer
 from .features import featurized_batches
 
 OBJECT_SCHEMA = T.StructType(
@@ -58,6 +58,7 @@ class BulkConfig:
 
 def caption_batches(batches: Iterator[pd.DataFrame], config: BulkConfig) -> Iterator[pd.DataFrame]:
     """mapInPandas body: object batches in, RESULT_SCHEMA rows out."""
+    featurizer(config.encoder)  # configures TensorFlow (GPU memory growth) before anything else uses it
     model = captioner(config.model_uri, config.search)
     skipped: list[pd.DataFrame] = []  # rows for non-image objects, emitted between batches
 
