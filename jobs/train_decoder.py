@@ -2,6 +2,7 @@
 
     spark-submit jobs/train_decoder.py --captions s3://my-bucket/prepared --features s3://my-bucket/features/resnet50 \
         --output s3://my-bucket/models/merge-v1 --epochs 20
+    spark-submit --conf spark.dynamicAllocation.enabled=false jobs/train_decoder.py --workers 4 ...   # data-parallel
     captioner train-decoder --captions data/prepared --features data/features --output data/model --epochs 10
 
 Spark joins each split's captions with their image vectors into training views
@@ -9,10 +10,26 @@ Spark joins each split's captions with their image vectors into training views
 with teacher forcing over whole padded captions. A checkpoint is written every epoch:
 run the same command again after an interruption and it resumes from the last finished
 epoch. Early stopping watches the dev loss; the best epoch's weights become the model.
+
+With ``--workers N`` (N > 1) the Keras model trains data-parallel on N Spark tasks of one
+barrier stage (``captioning.distributed``), one TensorFlow worker each, kept in step by
+``MultiWorkerMirroredStrategy``: every worker reads its own Petastorm shard of the training
+view (``cur_shard=rank``) and computes gradients on ``--batch-size / N`` captions, the
+gradients are averaged over the workers, and every worker applies the same update, so a
+step still covers ``--batch-size`` captions. Each epoch has the single-worker path's
+``ceil(train rows / --batch-size)`` steps on every worker (the shard streams repeat, so no
+worker runs dry while the others wait in a collective). Every worker scores the whole dev
+split on its identical copy of the weights, so all of them reach the same early-stopping
+decision. Only the chief (rank 0) writes checkpoints, state, history and plot; at start
+every worker restores the chief's last checkpoint, so a rerun resumes as without
+``--workers`` (also with another number of workers). ``--workers 1``, the default, trains
+in the driver process exactly as before. Barrier stages need N free task slots at once
+and no dynamic allocation.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -45,6 +62,7 @@ class TrainJobConfig:
     glove_uri: str | None = None
     freeze_embeddings: bool = False
     overwrite: bool = False
+    workers: int = 1  # data-parallel TensorFlow workers on Spark tasks; 1 trains in the driver
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,12 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--glove", default=None, help="GloVe text file (local or s3://) to initialise the embeddings, e.g. glove.6B.200d.txt")
     parser.add_argument("--freeze-embeddings", action="store_true", help="keep the (GloVe) embeddings fixed, as the original project did")
     parser.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start over")
+    parser.add_argument("--workers", type=int, default=1, help="data-parallel TensorFlow workers, one per Spark task of a barrier stage (default 1: train in the driver); --batch-size is the global batch and must be divisible by it")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
-    if args.epochs < 1 or args.batch_size < 1 or args.patience < 1:
-        raise InputError("--epochs, --batch-size and --patience must be positive")
+    if args.epochs < 1 or args.batch_size < 1 or args.patience < 1 or args.workers < 1:
+        raise InputError("--epochs, --batch-size, --patience and --workers must be positive")
+    if args.batch_size % args.workers:
+        raise InputError(f"--batch-size {args.batch_size} is the global batch: it must be divisible by --workers {args.workers}")
     return TrainJobConfig(
         captions_uri=args.captions,
         features_uri=args.features,
@@ -83,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
         glove_uri=args.glove,
         freeze_embeddings=args.freeze_embeddings,
         overwrite=args.overwrite,
+        workers=args.workers,
     )
 
 
@@ -100,6 +122,13 @@ def data_fingerprint(prepared: dict, manifest) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _shardable(views: dict, workers: int) -> bool:
+    """Whether every data-parallel worker gets row groups of its own (Petastorm shards by file row groups)."""
+    from captioning.reader import parquet_files
+
+    return workers == 1 or len(parquet_files(views["train"]["uri"])) >= workers
+
+
 def build_views(spark, config: TrainJobConfig, manifest, fingerprint: str) -> dict:
     """Write data/{train,dev} (skipped when already built from the same inputs); row counts."""
     from captioning.stages.training_view import training_view
@@ -107,7 +136,7 @@ def build_views(spark, config: TrainJobConfig, manifest, fingerprint: str) -> di
     marker = storage.join(config.output_uri, "data", "views.json")
     if storage.exists(marker):
         existing = json.loads(storage.read_text(marker))
-        if existing.get("fingerprint") == fingerprint:
+        if existing.get("fingerprint") == fingerprint and _shardable(existing, config.workers):
             return existing
     captions = spark.read.parquet(storage.join(config.captions_uri, "captions"))
     features = spark.read.parquet(*[part_uri(config.features_uri, p) for p in manifest.parts])
@@ -115,7 +144,7 @@ def build_views(spark, config: TrainJobConfig, manifest, fingerprint: str) -> di
     for split in ("train", "dev"):
         view, missing = training_view(captions, features, split)
         target = storage.join(config.output_uri, "data", split)
-        view.repartition(max(1, spark.sparkContext.defaultParallelism)).write.option("parquet.block.size", ROW_GROUP_BYTES).mode("overwrite").parquet(target)
+        view.repartition(max(1, spark.sparkContext.defaultParallelism, config.workers)).write.option("parquet.block.size", ROW_GROUP_BYTES).mode("overwrite").parquet(target)
         rows = spark.read.parquet(target).count()
         if rows == 0:
             raise InputError(f"no {split} caption has an image vector: check that {config.features_uri} was extracted from the dataset of {config.captions_uri}")
@@ -144,10 +173,15 @@ def run(config: TrainJobConfig, spark=None) -> dict:
     if config.overwrite:
         storage.delete(storage.join(config.output_uri, "checkpoints"), recursive=True)
         storage.delete(storage.join(config.output_uri, "config.json"))
+    distributed = None
     with spark_for("train-decoder", spark) as session:
         views = build_views(session, config, manifest, fingerprint)
-    started = time.time()
-    state = fit(config, decoder, vocabulary, manifest, views, run_fingerprint)
+        if config.workers > 1:  # the workers are Spark tasks: the session stays up while they train
+            started = time.time()
+            state, distributed = fit_distributed(session, config, decoder, vocabulary, manifest, views, run_fingerprint)
+    if config.workers == 1:
+        started = time.time()
+        state = fit(config, decoder, vocabulary, manifest, views, run_fingerprint)
     model_id = f"{manifest.encoder['backbone']}-{run_fingerprint}"
     training = {
         "model_id": model_id,
@@ -163,6 +197,8 @@ def run(config: TrainJobConfig, spark=None) -> dict:
         "train": config.train.to_dict(),
         "glove": config.glove_uri,
     }
+    if distributed is not None:
+        training["distributed"] = distributed
     write_config(config.output_uri, decoder, {**manifest.encoder, "dtype": manifest.dtype}, training)
     LOG.info("model %s written to %s (best epoch %s, dev loss %s) in %.0fs", model_id, config.output_uri, state["best_epoch"], state["best_val_loss"], time.time() - started)
     return training
@@ -214,6 +250,110 @@ def fit(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, 
     best = storage.join(checkpoints, "best.weights.h5")
     storage.write_bytes(storage.join(config.output_uri, WEIGHTS), storage.read_bytes(best))
     return state
+
+
+def fit_distributed(spark, config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, manifest, views: dict, run_fingerprint: str) -> tuple[dict, dict]:
+    """Train (or resume) on ``config.workers`` barrier tasks; copy the best weights as ``fit`` does.
+
+    Returns the chief's final state and a description of the run (workers, batch per
+    worker, steps, what each worker restored and wrote).
+    """
+    from captioning import training
+    from captioning.distributed import run_barrier
+
+    checkpoints = storage.join(config.output_uri, "checkpoints")
+    state = training.read_state(checkpoints)
+    if state is not None and state.get("fingerprint") != run_fingerprint:
+        raise InputError(f"{config.output_uri}: holds checkpoints of a different configuration or data; use --overwrite to start over, or another --output")
+    storage.write_text(storage.join(config.output_uri, VOCAB), vocabulary.to_json())
+    per_worker_batch = config.train.batch_size // config.workers
+    steps = math.ceil(views["train"]["rows"] / config.train.batch_size)  # as fit(): the same optimizer steps per epoch
+    description = {"workers": config.workers, "per_worker_batch": per_worker_batch, "steps_per_epoch": steps, "ranks": []}
+    if state is not None and (state["stopped_early"] or state["epoch"] >= config.train.epochs):
+        LOG.info("%s: training already finished after epoch %d", config.output_uri, state["epoch"])
+    else:
+        payload = {
+            "config": dataclasses.asdict(config),
+            "decoder": decoder.to_dict(),
+            "feature_dtype": manifest.dtype,
+            "views": views,
+            "run_fingerprint": run_fingerprint,
+            "per_worker_batch": per_worker_batch,
+            "steps_per_epoch": steps,
+        }
+        LOG.info("training on %d data-parallel workers: %d captions per worker and step, %d steps per epoch", config.workers, per_worker_batch, steps)
+        results = run_barrier(spark, config.workers, "captioning.jobs.train_decoder:train_worker", payload)
+        description["ranks"] = [{k: r[k] for k in ("rank", "chief", "executor", "restored_from", "wrote", "weights_sha256", "optimizer_steps")} for r in results]
+        state = next(r["state"] for r in results if r["chief"])
+    best = storage.join(checkpoints, "best.weights.h5")
+    storage.write_bytes(storage.join(config.output_uri, WEIGHTS), storage.read_bytes(best))
+    return state, description
+
+
+def train_worker(payload: dict, role) -> dict:
+    """One data-parallel worker (a process started by ``captioning.distributed``).
+
+    MultiWorkerMirroredStrategy is created first (it must precede any other TensorFlow
+    work in the process); the model is built or restored inside its scope. State is read
+    here, by every worker, from the chief's checkpoints: the chief cannot finish an epoch
+    (and so cannot write a newer state) before every worker has joined the first
+    collective, which happens after that read.
+    """
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+
+    import keras
+    import numpy as np
+
+    from captioning import training
+    from captioning.decoder import build_training_model, compile_model, load_glove
+    from captioning.reader import ReaderConfig, open_dataset
+
+    raw = dict(payload["config"])
+    config = TrainJobConfig(**{**raw, "train": TrainConfig(**raw["train"])})
+    decoder = DecoderConfig.from_dict(payload["decoder"])
+    views = payload["views"]
+    checkpoints = storage.join(config.output_uri, "checkpoints")
+    state = training.read_state(checkpoints)
+    restored_from = None
+    with strategy.scope():
+        if state is None:
+            state = training.new_state(payload["run_fingerprint"])
+            keras.utils.set_random_seed(config.train.seed)
+            model = build_training_model(decoder)
+            if config.glove_uri:
+                vocabulary = Vocabulary.from_json(storage.read_text(storage.join(config.output_uri, VOCAB)))
+                matrix, _ = load_glove(config.glove_uri, vocabulary.words, decoder.embedding_dim, config.train.seed)
+                model.get_layer("embedding").set_weights([matrix])
+            compile_model(model, config.train.learning_rate)
+        else:
+            restored_from = state["checkpoint"]
+            model = training.restore(checkpoints, state)
+
+    batch = payload["per_worker_batch"]
+    base = dict(feature_dtype=payload["feature_dtype"], feature_dim=decoder.feature_dim, max_length=decoder.max_length, batch_size=batch)
+    train_reader = ReaderConfig(
+        shuffle=True, seed=config.train.seed * 1000 + state["epoch"] + 1, shuffle_buffer=config.train.shuffle_buffer,
+        num_epochs=None, cur_shard=role.rank, shard_count=role.count, **base,
+    )
+    dev_reader = ReaderConfig(shuffle=False, seed=0, shuffle_buffer=1, num_epochs=1, **base)
+    with open_dataset(views["dev"]["uri"], dev_reader) as dev_stream:
+        dev = list(dev_stream.as_numpy_iterator())
+    dev_data = tf.data.Dataset.from_tensor_slices(
+        ((np.concatenate([d[0][0] for d in dev]), np.concatenate([d[0][1] for d in dev])), np.concatenate([d[1] for d in dev]), np.concatenate([d[2] for d in dev]))
+    ).batch(config.train.batch_size)  # as in fit(): dev batches of the global size, whole split on every worker
+    callback = training.make_epoch_callback(checkpoints, config.output_uri, state, config.train, is_chief=role.is_chief)
+    with open_dataset(views["train"]["uri"], train_reader) as train_stream:
+        training.fit_data_parallel(model, strategy, train_stream, dev_data, config.train.epochs, state["epoch"], payload["steps_per_epoch"], callback)
+    prefix = config.output_uri.rstrip("/") + "/"
+    wrote = sorted({uri[len(prefix):] if uri.startswith(prefix) else uri for uri in callback.written})
+    # equal on every worker when the all-reduce kept the replicas in sync
+    weights_sha256 = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.trainable_weights)).hexdigest()
+    return {
+        "chief": role.is_chief, "restored_from": restored_from, "wrote": wrote,
+        "weights_sha256": weights_sha256, "optimizer_steps": int(model.optimizer.iterations.numpy()), "state": state if role.is_chief else None,
+    }
 
 
 def main(argv: list[str] | None = None, spark=None) -> int:
