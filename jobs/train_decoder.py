@@ -131,12 +131,12 @@ def _shardable(views: dict, workers: int) -> bool:
 
 def build_views(spark, config: TrainJobConfig, manifest, fingerprint: str) -> dict:
     """Write data/{train,dev} (skipped when already built from the same inputs); row counts."""
-    from captioning.stages.training_view import training_view
+    from captioning.stages.training_view import feature_moments, training_view
 
     marker = storage.join(config.output_uri, "data", "views.json")
     if storage.exists(marker):
         existing = json.loads(storage.read_text(marker))
-        if existing.get("fingerprint") == fingerprint and _shardable(existing, config.workers):
+        if existing.get("fingerprint") == fingerprint and _shardable(existing, config.workers) and "feature_statistics" in existing:
             return existing
     captions = spark.read.parquet(storage.join(config.captions_uri, "captions"))
     features = spark.read.parquet(*[part_uri(config.features_uri, p) for p in manifest.parts])
@@ -149,6 +149,9 @@ def build_views(spark, config: TrainJobConfig, manifest, fingerprint: str) -> di
         if rows == 0:
             raise InputError(f"no {split} caption has an image vector: check that {config.features_uri} was extracted from the dataset of {config.captions_uri}")
         info[split] = {"rows": rows, "captions_without_features": missing.count(), "uri": target}
+    train_images = captions.where("split = 'train'").select("image_id").distinct()
+    mean, variance, count = feature_moments(features, train_images, manifest.dtype, manifest.feature_dim)
+    info["feature_statistics"] = {"count": count, "mean": mean, "variance": variance}
     storage.write_text(marker, json.dumps(info, indent=1))
     return info
 
@@ -204,15 +207,35 @@ def run(config: TrainJobConfig, spark=None) -> dict:
     return training
 
 
+def initial_model(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, views: dict):
+    """A new compiled model: seeded weights, feature statistics, optional GloVe embeddings."""
+    import keras
+
+    from captioning.decoder import build_training_model, compile_model, load_glove, set_feature_statistics
+
+    keras.utils.set_random_seed(config.train.seed)
+    model = build_training_model(decoder)
+    if decoder.normalize_features:
+        stats = views["feature_statistics"]
+        set_feature_statistics(model, stats["mean"], stats["variance"], stats["count"])
+    if config.glove_uri:
+        matrix, found = load_glove(config.glove_uri, vocabulary.words, decoder.embedding_dim, config.train.seed)
+        model.get_layer("embedding").set_weights([matrix])
+        LOG.info("GloVe vectors for %d of %d words from %s", found, vocabulary.size, config.glove_uri)
+    compile_model(model, config.train.learning_rate)
+    return model
+
+
 def fit(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, manifest, views: dict, run_fingerprint: str) -> dict:
     """Train (or resume) and copy the best weights into the model directory; returns the state."""
-    import keras
     import numpy as np
     import tensorflow as tf
 
     from captioning import training
-    from captioning.decoder import build_training_model, compile_model, load_glove
+    from captioning.encoder import configure_tensorflow
     from captioning.reader import ReaderConfig, open_dataset
+
+    configure_tensorflow(mixed_precision=False)  # GPU memory growth before the first model
 
     checkpoints = storage.join(config.output_uri, "checkpoints")
     state = training.read_state(checkpoints)
@@ -221,13 +244,7 @@ def fit(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, 
     storage.write_text(storage.join(config.output_uri, VOCAB), vocabulary.to_json())
     if state is None:
         state = training.new_state(run_fingerprint)
-        keras.utils.set_random_seed(config.train.seed)
-        model = build_training_model(decoder)
-        if config.glove_uri:
-            matrix, found = load_glove(config.glove_uri, vocabulary.words, decoder.embedding_dim, config.train.seed)
-            model.get_layer("embedding").set_weights([matrix])
-            LOG.info("GloVe vectors for %d of %d words from %s", found, vocabulary.size, config.glove_uri)
-        compile_model(model, config.train.learning_rate)
+        model = initial_model(config, decoder, vocabulary, views)
     else:
         LOG.info("resuming %s after epoch %d", config.output_uri, state["epoch"])
         model = training.restore(checkpoints, state)
@@ -303,11 +320,9 @@ def train_worker(payload: dict, role) -> dict:
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
-    import keras
     import numpy as np
 
     from captioning import training
-    from captioning.decoder import build_training_model, compile_model, load_glove
     from captioning.reader import ReaderConfig, open_dataset
 
     raw = dict(payload["config"])
@@ -320,13 +335,8 @@ def train_worker(payload: dict, role) -> dict:
     with strategy.scope():
         if state is None:
             state = training.new_state(payload["run_fingerprint"])
-            keras.utils.set_random_seed(config.train.seed)
-            model = build_training_model(decoder)
-            if config.glove_uri:
-                vocabulary = Vocabulary.from_json(storage.read_text(storage.join(config.output_uri, VOCAB)))
-                matrix, _ = load_glove(config.glove_uri, vocabulary.words, decoder.embedding_dim, config.train.seed)
-                model.get_layer("embedding").set_weights([matrix])
-            compile_model(model, config.train.learning_rate)
+            vocabulary = Vocabulary.from_json(storage.read_text(storage.join(config.output_uri, VOCAB)))
+            model = initial_model(config, decoder, vocabulary, views)
         else:
             restored_from = state["checkpoint"]
             model = training.restore(checkpoints, state)

@@ -17,3 +17,36 @@ def training_view(captions, features, split: str):
     view = chosen.join(usable, "image_id", "inner").select(*VIEW_COLUMNS)
     missing = chosen.join(usable, "image_id", "left_anti")
     return view, missing
+
+
+def feature_moments(features, image_ids, dtype: str, dim: int) -> tuple[list[float], list[float], int]:
+    """Per-dimension mean and variance of the usable vectors of ``image_ids`` (one per image).
+
+    Each partition sums its vectors in float64 and only the sums reach the driver.
+    """
+    from typing import Iterator
+
+    import numpy as np
+    import pandas as pd
+
+    from ..feature_store import decode_vectors
+
+    def partial_sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        total, squares, count = np.zeros(dim), np.zeros(dim), 0
+        for batch in batches:
+            vectors = decode_vectors(list(batch["features"]), dtype, dim).astype(np.float64)  # (n, D)
+            total += vectors.sum(axis=0)
+            squares += np.square(vectors).sum(axis=0)
+            count += len(vectors)
+        yield pd.DataFrame({"count": [count], "total": [total.tobytes()], "squares": [squares.tobytes()]})
+
+    usable = features.where(F.col("status") == "ok").join(image_ids, "image_id", "left_semi").select("features")
+    parts = usable.mapInPandas(partial_sums, "count long, total binary, squares binary").collect()
+    count = sum(int(p["count"]) for p in parts)
+    if count == 0:
+        raise ValueError("no usable training vectors to compute feature statistics from")
+    total = sum(np.frombuffer(p["total"], np.float64) for p in parts)
+    squares = sum(np.frombuffer(p["squares"], np.float64) for p in parts)
+    mean = total / count
+    variance = np.maximum(squares / count - np.square(mean), 0.0)
+    return mean.tolist(), variance.tolist(), count
