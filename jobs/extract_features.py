@@ -114,7 +114,6 @@ def _spark_paths(store_uri: str, parts) -> list[str]:
 
 
 def run(config: ExtractConfig, spark=None) -> dict:
-
     from captioning.stages.features import FeatureConfig, extract_features, listing_frame, partitions_for
 
     started = time.time()
