@@ -52,7 +52,8 @@ def test_every_object_gets_exactly_one_row_with_a_reason(first_run, bucket_folde
     for uri, reason in uris.items():
         row = rows.loc[uri]
         if reason is None:
-            assert row.status == "ok" and row.caption and row.score < 0, uri
+            # a briefly trained model may answer with an empty caption (endseq first): still an answer
+            assert row.status == "ok" and isinstance(row.caption, str) and row.score < 0 and row.error is None, uri
         else:
             assert (row.status, row.error) == ("error", reason) and row.caption is None, uri
     note = rows.loc[os.path.join(folder, "notes.txt")]
