@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="feature store folder / s3:// prefix")
     parser.add_argument("--backbone", default="resnet50", help="resnet50 (default, as the original project), inceptionv3, efficientnetb0, mobilenetv3small")
     parser.add_argument("--weights", default="imagenet", help="'imagenet' (Keras download; needs internet), a local path or s3:// URI of a weights file (.h5/.weights.h5), or 'none' (random, seeded)")
+    parser.add_argument("--pooling", choices=("avg", "max"), default="avg", help="global pooling of the last feature map (default avg, as the original project)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed for --weights none (default 0)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per CNN call (default 32)")
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage precision of the vectors (default float16)")
@@ -76,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
     return ExtractConfig(
         input_uri=args.input,
         output_uri=args.output,
-        encoder=EncoderConfig(backbone=args.backbone, weights=args.weights, batch_size=args.batch_size, mixed_precision=args.mixed_precision, seed=args.seed),
+        encoder=EncoderConfig(backbone=args.backbone, weights=args.weights, pooling=args.pooling, batch_size=args.batch_size, mixed_precision=args.mixed_precision, seed=args.seed),
         decode=DecodeConfig(max_pixels=args.max_pixels),
         dtype=args.dtype,
         io_threads=args.io_threads,

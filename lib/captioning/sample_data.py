@@ -10,14 +10,20 @@ on a laptop. This module writes one in exactly the real layout:
 * ``Flickr_8k.trainImages.txt``, ``Flickr_8k.devImages.txt``, ``Flickr_8k.testImages.txt``.
 
 The data has to be *learnable*, otherwise a demo that trains on it proves nothing. So
-every image starts as a :class:`Scene`: a background (colour and texture) and one to
-four groups of objects, each group with a colour, shape, size, count and place in the
-picture. The image is drawn from the scene, and the five captions are written from the
-same scene by five differently phrased "annotators" (all attributes or only the main
-group, synonyms, plural forms and number words). Attributes are drawn independently and
-uniformly, so a captioner that ignores the picture cannot guess them from word
-statistics, while one that looks at it can. The vocabulary is small (about seventy
-words), so every word clears the usual minimum count in a 2,000-image dataset.
+every image starts as a :class:`Scene`: a background (colour and texture) and one or two
+groups of objects, each group with a colour, shape, size, count and place in the picture.
+The main group is clearly the most salient one (at least ``SALIENCE_MARGIN`` times the
+other's apparent size), so the group the captions lead with can be told from the picture.
+The image is drawn from the scene, and the five captions are written from the same scene
+by five "annotators" with different framings (everything with the background; a "there
+is" sentence; background first; a terse label; "a picture of" or the place first). Like
+real annotators they mostly use the usual words (``USUAL_WORDING``) and now and then a
+synonym, plural forms and number words, so the captions of one image usually share a core
+phrase such as "three big red circles at the top" around which they differ. Attributes
+are drawn independently and uniformly, so a captioner that ignores the picture cannot
+guess them from word statistics, while one that looks at it can. The vocabulary is small
+(about seventy words), so every word clears the usual minimum count in a 2,000-image
+dataset.
 
 Everything is derived from ``(seed, image index)`` alone: the same
 :class:`SampleConfig` writes byte-identical files whatever the number of worker
@@ -72,7 +78,12 @@ TEXTURES = ("plain", "striped", "checkered", "dotted")
 SHAPES = ("circle", "square", "triangle", "star")
 SIZES = ("small", "big")
 COUNTS = (1, 2, 3)
-MAX_GROUPS = 4
+MAX_GROUPS = 2
+# The main group is at least this many times as salient as any other group, so which group
+# the captions lead with can be seen in the picture (two near-equal groups would make the
+# choice a coin toss no captioner could learn). Drawing gives up after _GROUP_TRIES groups.
+SALIENCE_MARGIN = 2.0
+_GROUP_TRIES = 20
 
 # Object radius as a share of the smaller side of its grid cell.
 _RADIUS_SHARE = MappingProxyType({"small": (0.19, 0.23), "big": (0.38, 0.43)})
@@ -356,29 +367,49 @@ def _group(rng: random.Random, scene_size: tuple[int, int], grid: tuple[int, int
     return ObjectGroup(colour, shape, size, count, tuple(cells), tuple(instances), horizontal, vertical)
 
 
+def _clear_main(groups: Sequence[ObjectGroup]) -> bool:
+    """True when the most salient group stands out from the next by SALIENCE_MARGIN."""
+    salience = sorted((g.salience for g in groups), reverse=True)
+    return len(salience) < 2 or salience[0] >= SALIENCE_MARGIN * salience[1]
+
+
 def describe_scene(rng: random.Random, width: int, height: int) -> Scene:
-    """A random scene: background and 1..MAX_GROUPS groups, the main (most salient) group first."""
+    """A random scene: background and 1..MAX_GROUPS groups, the main (most salient) group first.
+
+    A group that would be about as salient as another (within SALIENCE_MARGIN) is drawn
+    again, so the main group always stands out.
+    """
     grid = _grid(width, height)
     background = _background(rng)
     wanted = rng.randint(1, MAX_GROUPS)
     taken: set[tuple[int, int]] = set()
     groups: list[ObjectGroup] = []
-    while len(groups) < wanted:
-        group = _group(rng, (width, height), grid, taken)
+    for _ in range(_GROUP_TRIES):
+        if len(groups) == wanted:
+            break
+        cells = set(taken)
+        group = _group(rng, (width, height), grid, cells)
         if group is None:
             break
-        groups.append(group)
+        if _clear_main([*groups, group]):
+            groups.append(group)
+            taken = cells
     ordered = sorted(groups, key=lambda g: (-g.salience, g.cells))
     return Scene(width=width, height=height, grid=grid, background=background, groups=tuple(ordered))
 
 
 # --------------------------------------------------------------------------- captions
 
+# Like real annotators, the five writers word things differently but mostly reach for the
+# usual word: the first wording of each choice below is taken with probability USUAL_WORDING,
+# otherwise one of the others. Most captions name the main group with all of its
+# attributes and its place, so the captions of an image tend to share a core phrase such
+# as "three big red circles at the top", while the framing around it differs.
+USUAL_WORDING = 0.8
 _NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six")
+_COUNT_WORDS = MappingProxyType({1: ("a", "one", "a single"), 2: ("two", "a pair of"), 3: ("three",)})
 _SIZE_WORDS = MappingProxyType({"small": ("small", "little"), "big": ("big", "large")})
-_SHAPE_WORDS = MappingProxyType(
-    {"circle": ("circle", "circle", "disc"), "square": ("square", "square", "block"), "triangle": ("triangle",), "star": ("star",)}
-)
+_SHAPE_WORDS = MappingProxyType({"circle": ("circle", "disc"), "square": ("square", "block"), "triangle": ("triangle",), "star": ("star",)})
 _BACKGROUND_WORDS = MappingProxyType({"white": ("white",), "grey": ("grey", "gray"), "black": ("black",)})
 
 
@@ -386,22 +417,20 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _count_words(count: int, rng: random.Random) -> str:
-    if count == 1:
-        return rng.choice(("a", "a", "one", "a single"))
-    if count == 2:
-        return rng.choice(("two", "two", "a pair of"))
-    return _NUMBER_WORDS[count]
+def _usual(options: Sequence[str], rng: random.Random) -> str:
+    """The usual wording (the first) most of the time, now and then another one."""
+    if len(options) == 1 or rng.random() < USUAL_WORDING:
+        return options[0]
+    return rng.choice(options[1:])
 
 
 def _noun_phrase(group: ObjectGroup, rng: random.Random, with_size: bool = True, with_colour: bool = True) -> str:
-    words = [_count_words(group.count, rng)]
+    words = [_usual(_COUNT_WORDS[group.count], rng)]
     if with_size:
-        words.append(rng.choice(_SIZE_WORDS[group.size]))
+        words.append(_usual(_SIZE_WORDS[group.size], rng))
     if with_colour:
         words.append(group.colour)
-    noun = rng.choice(_SHAPE_WORDS[group.shape])
-    words.append(noun + ("s" if group.count > 1 else ""))
+    words.append(_usual(_SHAPE_WORDS[group.shape], rng) + ("s" if group.count > 1 else ""))
     if words[0] == "a" and words[1][0] in "aeiou":  # "an orange star"
         words[0] = "an"
     return " ".join(words)
@@ -413,18 +442,18 @@ def _place_phrase(group: ObjectGroup, rng: random.Random) -> str:
     end = vertical if vertical in ("top", "bottom") else None
     if side and end:
         upper = "upper" if end == "top" else "lower"
-        return rng.choice((f"in the {end} {side}", f"at the {end} {side}", f"in the {upper} {side} corner"))
+        return _usual((f"in the {end} {side}", f"at the {end} {side}", f"in the {upper} {side} corner"), rng)
     if side:
-        return rng.choice((f"on the {side}", f"on the {side} side", f"to the {side}"))
+        return _usual((f"on the {side}", f"on the {side} side", f"to the {side}"), rng)
     if end:
-        return rng.choice((f"at the {end}", f"near the {end}"))
-    return rng.choice(("in the middle", "in the center"))
+        return _usual((f"at the {end}", f"near the {end}"), rng)
+    return _usual(("in the middle", "in the center"), rng)
 
 
 def _background_phrase(background: Background, rng: random.Random, with_texture: bool) -> str:
-    colour = rng.choice(_BACKGROUND_WORDS[background.colour])
-    texture = background.texture if with_texture and (background.texture != "plain" or rng.random() < 0.5) else ""
-    return " ".join(w for w in (texture, colour, rng.choice(("background", "background", "backdrop"))) if w)
+    colour = _usual(_BACKGROUND_WORDS[background.colour], rng)
+    texture = background.texture if with_texture and background.texture != "plain" else ""
+    return " ".join(w for w in (texture, colour, _usual(("background", "backdrop"), rng)) if w)
 
 
 def _verb(phrase: str) -> str:
@@ -432,68 +461,47 @@ def _verb(phrase: str) -> str:
     return "is" if phrase.startswith(("a ", "an ", "one ")) else "are"
 
 
-def _join(phrases: Sequence[str]) -> str:
-    if len(phrases) == 1:
-        return phrases[0]
-    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
-
-
-def _adjacent(a: ObjectGroup, b: ObjectGroup) -> bool:
-    return any(abs(r1 - r2) + abs(c1 - c2) == 1 for r1, c1 in a.cells for r2, c2 in b.cells)
+def _main(scene: Scene, rng: random.Random) -> str:
+    """The main group with every attribute and its place: the core most captions share."""
+    return f"{_noun_phrase(scene.main, rng)} {_place_phrase(scene.main, rng)}"
 
 
 def _caption_everything(scene: Scene, rng: random.Random) -> str:
-    """Every group with every attribute, places where the list is short, the background."""
-    with_places = len(scene.groups) <= 2
-    phrases = []
-    for number, group in enumerate(scene.groups):
-        phrase = _noun_phrase(group, rng)
-        if number == 0 or with_places:
-            phrase += " " + _place_phrase(group, rng)
-        phrases.append(phrase)
-    where = rng.choice(("on", "on", "against"))
-    return f"{_join(phrases)} {where} a {_background_phrase(scene.background, rng, with_texture=True)}"
+    """The main group and its place, the other group, the background."""
+    text = _main(scene, rng)
+    for group in scene.groups[1:]:
+        text += f" and {_noun_phrase(group, rng)}"
+    where = _usual(("on", "against"), rng)
+    return f"{text} {where} a {_background_phrase(scene.background, rng, with_texture=True)}"
 
 
 def _caption_main_place(scene: Scene, rng: random.Random) -> str:
-    """Only the main group and where it is, sometimes what it is next to."""
-    main = scene.main
-    phrase, place = _noun_phrase(main, rng), _place_phrase(main, rng)
-    verb = _verb(phrase)
-    text = rng.choice((f"there {verb} {phrase} {place}", f"{phrase} {verb} {place}", f"{phrase} {place}"))
-    neighbours = [g for g in scene.groups[1:] if _adjacent(main, g)]
-    if neighbours and rng.random() < 0.5:
-        text += " next to " + _noun_phrase(neighbours[0], rng, with_size=False)
-    return text
+    """Only the main group and where it is, in a sentence."""
+    phrase, place = _noun_phrase(scene.main, rng), _place_phrase(scene.main, rng)
+    return f"there {_verb(phrase)} {phrase} {place}" if rng.random() < 0.6 else f"{phrase} {_verb(phrase)} {place}"
 
 
 def _caption_background_first(scene: Scene, rng: random.Random) -> str:
-    """Background first, then the colours and shapes of the two largest groups."""
-    named = [_noun_phrase(g, rng, with_size=rng.random() < 0.3) for g in scene.groups[:2]]
-    if len(scene.groups) > 2:
-        named.append(rng.choice(("other shapes", "some other shapes")))
-    return f"{rng.choice(('a', 'the'))} {_background_phrase(scene.background, rng, with_texture=True)} with {_join(named)}"
+    """The background first, then the main group."""
+    return f"{_usual(('a', 'the'), rng)} {_background_phrase(scene.background, rng, with_texture=True)} with {_main(scene, rng)}"
 
 
 def _caption_short(scene: Scene, rng: random.Random) -> str:
-    """A terse label of the main group, now and then with the background colour."""
-    with_size, with_colour = rng.choice(((True, True), (False, True), (False, True), (True, False)))
-    text = _noun_phrase(scene.main, rng, with_size=with_size, with_colour=with_colour)
-    if rng.random() < 0.5:
-        text += f" on {rng.choice(_BACKGROUND_WORDS[scene.background.colour])}"
-    return text
+    """A terse label: the main group and its place."""
+    return _main(scene, rng)
 
 
 def _caption_overview(scene: Scene, rng: random.Random) -> str:
-    """How many shapes there are, or the place first, then the main group."""
-    main = scene.main
-    if rng.random() < 0.5:
+    """What kind of picture it is, or the place first, then the main group."""
+    kind = rng.random()
+    if kind < 0.5:
+        picture = _usual(("picture", "image", "drawing"), rng)
+        return f"{'an' if picture == 'image' else 'a'} {picture} of {_main(scene, rng)}"
+    if kind < 0.75:
         total = scene.total_objects
         many = "a single shape" if total == 1 else f"{_NUMBER_WORDS[total]} shapes"
-        kind = rng.choice(("picture", "image", "drawing"))
-        article = "an" if kind == "image" else "a"
-        return f"{article} {kind} of {many} with {_noun_phrase(main, rng)} {_place_phrase(main, rng)}"
-    place, phrase = _place_phrase(main, rng), _noun_phrase(main, rng, with_size=rng.random() < 0.5)
+        return f"a picture of {many} with {_main(scene, rng)}"
+    place, phrase = _place_phrase(scene.main, rng), _noun_phrase(scene.main, rng)
     return f"{place} there {_verb(phrase)} {phrase}"
 
 

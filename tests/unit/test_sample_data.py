@@ -157,8 +157,14 @@ def test_split_lists_partition_the_images(small, tmp_path):
     assert counts == dict(summary.split_counts) == {"train": 20, "dev": 8, "test": 12}
 
 
-def test_attributes_are_uniform_and_vocabulary_is_small_and_frequent():
-    plan = sd.plan_images(sd.SampleConfig(num_images=2000))
+@pytest.fixture(scope="module")
+def plan2000():
+    """The scenes and captions of the demo-sized dataset (planned only, nothing rendered)."""
+    return sd.plan_images(sd.SampleConfig(num_images=2000))
+
+
+def test_attributes_are_uniform_and_vocabulary_is_small_and_frequent(plan2000):
+    plan = plan2000
     groups = [group for image in plan for group in image.scene.groups]
     for attribute, values in (("colour", sd.OBJECT_COLOURS), ("shape", sd.SHAPES), ("size", sd.SIZES)):
         shares = Counter(getattr(g, attribute) for g in groups)
@@ -169,6 +175,48 @@ def test_attributes_are_uniform_and_vocabulary_is_small_and_frequent():
     vocabulary = build_vocabulary([clean_caption(c) for image in plan for c in image.captions], min_count=10)
     assert vocabulary.dropped_words == 0  # every word is seen at least ten times
     assert 40 <= vocabulary.size - 4 <= 80
+
+
+def test_one_or_two_groups_and_the_main_group_clearly_stands_out(plan2000):
+    groups = Counter(len(image.scene.groups) for image in plan2000)
+    assert set(groups) == {1, 2} and min(groups.values()) > 0.4 * len(plan2000)
+    for image in plan2000:
+        main, *others = image.scene.groups
+        for other in others:
+            assert main.salience >= sd.SALIENCE_MARGIN * other.salience, image.captions
+            assert not set(main.cells) & set(other.cells)
+    main_sizes = Counter(image.scene.main.size for image in plan2000)
+    assert main_sizes["small"] > 0.25 * len(plan2000)  # the margin does not make the main size a safe guess
+
+
+def _usual_core(group: sd.ObjectGroup) -> list[str]:
+    """The main group in the usual words, cleaned: e.g. three big red circles at the top."""
+    count = {1: [], 2: ["two"], 3: ["three"]}[group.count]  # "a" is dropped by cleaning
+    noun = group.shape + ("s" if group.count > 1 else "")
+    side = group.horizontal if group.horizontal in ("left", "right") else None
+    end = group.vertical if group.vertical in ("top", "bottom") else None
+    if side and end:
+        place = ["in", "the", end, side]
+    elif side or end:
+        place = ["on", "the", side] if side else ["at", "the", end]
+    else:
+        place = ["in", "the", "middle"]
+    return [*count, group.size, group.colour, noun, *place]
+
+
+def _contains(tokens: list[str], phrase: list[str]) -> bool:
+    return any(tokens[k : k + len(phrase)] == phrase for k in range(len(tokens) - len(phrase) + 1))
+
+
+def test_annotators_favour_the_usual_words_but_phrase_differently(plan2000):
+    shared = Counter(sum(_contains(clean_caption(c), _usual_core(image.scene.main)) for c in image.captions) for image in plan2000)
+    n = len(plan2000)
+    assert sum(v for k, v in shared.items() if k >= 1) > 0.9 * n  # the usual core phrase is common...
+    assert sum(v for k, v in shared.items() if k >= 2) > 0.65 * n
+    assert shared[5] < 0.1 * n  # ...yet the annotators seldom all word it the same way
+    words = Counter(token for image in plan2000 for caption in image.captions for token in clean_caption(caption))
+    for usual, rare in (("big", "large"), ("small", "little"), ("circle", "disc"), ("square", "block"), ("two", "pair"), ("background", "backdrop")):
+        assert words[usual] > 2 * words[rare] > 0, (usual, words[usual], rare, words[rare])
 
 
 def test_main_object_pixels_have_the_caption_colour(small):
