@@ -101,7 +101,10 @@ def encoder_for_model(info, config: CaptionJobConfig) -> EncoderConfig:
         weights, seed = "none", int(weights_id.split("=", 1)[1])
     else:
         raise InputError(f"{info.uri}: the model was trained on features from a weights file ({weights_id}); pass that file with --backbone-weights")
-    encoder = EncoderConfig(backbone=features["backbone"], weights=weights, seed=seed, batch_size=config.batch_size, mixed_precision=config.mixed_precision)
+    encoder = EncoderConfig(
+        backbone=features["backbone"], weights=weights, seed=seed, pooling=features.get("pooling", "avg"),
+        batch_size=config.batch_size, mixed_precision=config.mixed_precision,
+    )
     check_identity(config.backbone_weights or config.model_uri, features, encoder_identity(encoder), "pass the CNN weights the model was trained with (--backbone-weights)")
     return encoder
 

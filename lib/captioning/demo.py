@@ -23,10 +23,16 @@ LOG = logging.getLogger("demo")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="demo", description="Run the whole pipeline on the built-in sample dataset with local Spark.")
     parser.add_argument("--workdir", default="demo-output", help="folder for every output (default demo-output)")
-    parser.add_argument("--images", type=int, default=2000, help="sample dataset size (default 2000)")
+    parser.add_argument("--images", type=int, default=3000, help="sample dataset size (default 3000)")
     parser.add_argument("--unseen", type=int, default=120, help="unseen images to caption in bulk (default 120)")
     parser.add_argument("--backbone", default="resnet50", help="CNN backbone (default resnet50, as the original project)")
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    parser.add_argument(
+        "--pooling",
+        default="max",
+        choices=("avg", "max"),
+        help="feature pooling (default max: with random weights the strongest response keeps more of the scene than the average)",
+    )
+    parser.add_argument("--epochs", type=int, default=12, help="most training epochs (default 12; early stopping on dev loss)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample data and the models (default 0)")
     return parser
 
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     stage("generate unseen images", lambda: ensure_sample(paths["unseen"], args.unseen, args.seed + 1000))
     with spark_for("captioning-demo") as spark:
         stage("prepare captions", lambda: prepare_captions.main(["--dataset", paths["sample"], "--output", paths["prepared"]], spark=spark))
-        stage("extract features", lambda: extract_features.main(["--input", paths["sample"], "--output", paths["features"], "--backbone", args.backbone, "--weights", "none", "--seed", str(args.seed)], spark=spark))
+        stage("extract features", lambda: extract_features.main(["--input", paths["sample"], "--output", paths["features"], "--backbone", args.backbone, "--weights", "none", "--pooling", args.pooling, "--seed", str(args.seed)], spark=spark))
         stage("train decoder", lambda: train_decoder.main(["--captions", paths["prepared"], "--features", paths["features"], "--output", paths["model"], "--epochs", str(args.epochs), "--seed", str(args.seed)], spark=spark))
         stage("evaluate", lambda: evaluate.main(["--model", paths["model"], "--features", paths["features"], "--captions", paths["prepared"], "--output", paths["evaluation"]], spark=spark))
         unseen_images = os.path.join(paths["unseen"], "Flicker8k_Dataset")

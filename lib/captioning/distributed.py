@@ -94,6 +94,7 @@ def run_barrier(spark, workers: int, entry: str, payload: dict) -> list[dict]:
     module_name, _, function_name = entry.partition(":")
     if not module_name or not function_name:
         raise ValueError(f"entry must be 'module:function', got {entry!r}")
+    check_barrier_settings(spark.sparkContext.getConf().get("spark.dynamicAllocation.enabled", "false"))
     message = json.dumps({"entry": entry, "payload": payload})
     task = _BarrierTask(message)
     rdd = spark.sparkContext.parallelize(range(workers), workers)
@@ -102,6 +103,16 @@ def run_barrier(spark, workers: int, entry: str, payload: dict) -> list[dict]:
     finally:
         release_barrier_timer_at_exit(spark)
     return sorted(results, key=lambda r: r["rank"])
+
+
+def check_barrier_settings(dynamic_allocation: str) -> None:
+    """Refuse before any work what Spark would refuse only when the barrier stage starts."""
+    if dynamic_allocation.strip().lower() == "true":
+        raise ValueError(
+            "data-parallel training runs as a Spark barrier stage, which cannot run with dynamic allocation: "
+            "submit with --conf spark.dynamicAllocation.enabled=false and enough executors for every worker "
+            "(or train with --workers 1)"
+        )
 
 
 def release_barrier_timer_at_exit(spark) -> None:

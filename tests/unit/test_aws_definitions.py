@@ -381,8 +381,21 @@ def test_training_argv_per_step_for_an_input():
     train = argv["Train decoder"]
     assert "spark.driver.resource.gpu.amount=1" in train
     assert train[train.index("--epochs") + 1] == "5" and train[train.index("--batch-size") + 1] == "64"
+    assert train[train.index("--workers") + 1] == "1"
+    assert "spark.dynamicAllocation.enabled=false" in train and "spark.executor.instances=1" in train
     evaluate = argv["Evaluate"]
     assert evaluate[evaluate.index("--output") + 1] == "s3://o/run/evaluation"
+
+
+def test_data_parallel_training_gets_one_executor_and_one_gpu_per_worker():
+    argv = argv_per_step("training", {"artifacts_version": "v7", "dataset": "s3://d/flickr8k", "output": "s3://o/run", "train_workers": 3}, DEPLOYMENT)
+    train = argv["Train decoder"]
+    confs = [train[i + 1] for i, piece in enumerate(train) if piece == "--conf"]
+    assert "spark.executor.instances=3" in confs
+    assert "spark.dynamicAllocation.enabled=false" in confs
+    assert "spark.task.resource.gpu.amount=1" in confs
+    assert train[train.index("--workers") + 1] == "3"
+    assert train.index("--workers") > train.index("s3://artifacts-bucket/artifacts/v7/jobs/train_decoder.py")
 
 
 def test_bulk_argv_splices_every_input_prefix_and_extra_arguments():

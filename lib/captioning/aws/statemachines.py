@@ -109,6 +109,21 @@ def _step(key: str, state: str, job_name: str, options: tuple, conf: tuple, time
     return SparkStep(key=key, state=state, job=job_name, options=options, spark_conf=conf, extra=cfg(f"{key}_args"), timeout_s=timeout_s)
 
 
+def training_conf(cluster: ClusterConfig) -> tuple:
+    """Spark settings of the training step, for one worker (in the driver) or data-parallel.
+
+    With ``train_workers`` N > 1 the job runs N TensorFlow workers as one barrier stage,
+    which Spark refuses under dynamic allocation and which needs N task slots at once, each
+    with a GPU of its own: static allocation of N executors, one GPU per task. With N = 1
+    the same settings give the step's small Spark join one executor.
+    """
+    return (
+        ("spark.task.resource.gpu.amount", "1"),
+        ("spark.dynamicAllocation.enabled", "false"),
+        ("spark.executor.instances", cfg("train_workers")),
+    ) + driver_gpu_conf(cluster)
+
+
 def training_pipeline(cluster: ClusterConfig = ClusterConfig()) -> Pipeline:
     output = cfg("output")
     prepared = Fmt("{}/prepared", (output,))
@@ -125,8 +140,9 @@ def training_pipeline(cluster: ClusterConfig = ClusterConfig()) -> Pipeline:
         ),
         _step(
             "train_decoder", "Train decoder", "train-decoder",
-            (("--captions", prepared), ("--features", features), ("--output", model), ("--epochs", cfg("epochs")), ("--batch-size", cfg("batch_size"))),
-            cpu_tasks + driver_gpu_conf(cluster), 24 * 3600,
+            (("--captions", prepared), ("--features", features), ("--output", model), ("--epochs", cfg("epochs")), ("--batch-size", cfg("batch_size")),
+             ("--workers", cfg("train_workers"))),
+            training_conf(cluster), 24 * 3600,
         ),
         _step(
             "evaluate", "Evaluate", "evaluate",
@@ -140,7 +156,7 @@ def training_pipeline(cluster: ClusterConfig = ClusterConfig()) -> Pipeline:
         comment="Prepare captions, extract CNN features, train the decoder and evaluate it on a transient GPU EMR cluster; the cluster is terminated on every path.",
         required=("artifacts_version", "dataset", "output"),
         defaults=(
-            ("backbone", "resnet50"), ("backbone_weights", "imagenet"), ("epochs", 20), ("batch_size", 64),
+            ("backbone", "resnet50"), ("backbone_weights", "imagenet"), ("epochs", 20), ("batch_size", 64), ("train_workers", 1),
             ("search", "beam"), ("beam_width", 3),
             ("release_label", cluster.release_label), ("core_on_demand", cluster.core_on_demand), ("core_spot", cluster.core_spot),
         ),
@@ -211,8 +227,12 @@ def _array_expression(pieces: list[Piece], step: SparkStep, values: _Values) -> 
         elif isinstance(piece, str):
             run.append(asl.quote(piece))
         else:
-            is_value = isinstance(previous, str) and previous.startswith("--") and previous != "--conf"
-            name = previous[2:].replace("-", "_") if is_value else "script"
+            if previous == "--conf":
+                name = "conf"
+            elif isinstance(previous, str) and previous.startswith("--"):
+                name = previous[2:].replace("-", "_")
+            else:
+                name = "script"
             run.append(values.text(f"{step.key}_{name}", piece).path)
         previous = piece
     if run:

@@ -199,6 +199,17 @@ def check_argv(job_name: str, argv: Sequence[str], parser: argparse.ArgumentPars
         raise StepArgumentError(message[-1] if message else f"{job_name}: argument parsing exited with {error.code}") from None
 
 
+def conf_token(key: str, value: Token) -> Token:
+    """The ``key=value`` argument of one ``--conf``, built at run time when ``value`` is a reference."""
+    if "{" in key or "}" in key:
+        raise StepArgumentError(f"Spark setting name {key!r} has a brace")
+    if isinstance(value, Ref):
+        return Fmt(f"{key}={{}}", (value,))
+    if isinstance(value, Fmt):
+        return Fmt(f"{key}={value.template}", value.args)
+    return f"{key}={value}"
+
+
 @dataclass(frozen=True)
 class SparkStep:
     """One EMR step: ``spark-submit <spark options> <entry script> <job options>``.
@@ -212,7 +223,7 @@ class SparkStep:
     state: str
     job: str
     options: tuple[tuple[str, Value], ...]
-    spark_conf: tuple[tuple[str, str], ...] = ()
+    spark_conf: tuple[tuple[str, Token], ...] = ()  # a Ref value comes from the state data
     extra: Ref | None = None
     timeout_s: int = 24 * 3600  # the state machine's TimeoutSeconds for the step
     deploy_mode: str = "cluster"
@@ -229,6 +240,6 @@ class SparkStep:
         job_part = job_arguments(self.job, options) if validate else unchecked_job_arguments(options)
         submit: list[Piece] = ["spark-submit", "--master", "yarn", "--deploy-mode", self.deploy_mode]
         for key, value in self.spark_conf:
-            submit += ["--conf", f"{key}={value}"]
+            submit += ["--conf", conf_token(key, value)]
         tail: list[Piece] = [Splice(self.extra)] if self.extra is not None else []
         return [*submit, script, *job_part, *tail]
