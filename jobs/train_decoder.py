@@ -264,9 +264,17 @@ def fit(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, 
         callback = training.make_epoch_callback(checkpoints, config.output_uri, state, config.train, is_chief=True)
         with open_dataset(views["train"]["uri"], train_reader) as train_stream:
             model.fit(train_stream, epochs=config.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps, validation_data=dev_data, callbacks=[callback], verbose=2, shuffle=False)
-    best = storage.join(checkpoints, "best.weights.h5")
-    storage.write_bytes(storage.join(config.output_uri, WEIGHTS), storage.read_bytes(best))
+    publish_best_weights(checkpoints, config.output_uri)
     return state
+
+
+def publish_best_weights(checkpoints: str, output_uri: str) -> None:
+    """Copy the best checkpoint to the model's weights; a finished rerun leaves them untouched."""
+    best = storage.read_bytes(storage.join(checkpoints, "best.weights.h5"))
+    target = storage.join(output_uri, WEIGHTS)
+    if storage.exists(target) and storage.read_bytes(target) == best:
+        return
+    storage.write_bytes(target, best)
 
 
 def fit_distributed(spark, config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, manifest, views: dict, run_fingerprint: str) -> tuple[dict, dict]:
@@ -302,8 +310,7 @@ def fit_distributed(spark, config: TrainJobConfig, decoder: DecoderConfig, vocab
         results = run_barrier(spark, config.workers, "captioning.jobs.train_decoder:train_worker", payload)
         description["ranks"] = [{k: r[k] for k in ("rank", "chief", "executor", "restored_from", "wrote", "weights_sha256", "optimizer_steps")} for r in results]
         state = next(r["state"] for r in results if r["chief"])
-    best = storage.join(checkpoints, "best.weights.h5")
-    storage.write_bytes(storage.join(config.output_uri, WEIGHTS), storage.read_bytes(best))
+    publish_best_weights(checkpoints, config.output_uri)
     return state, description
 
 

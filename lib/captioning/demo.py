@@ -49,7 +49,15 @@ def ensure_sample(uri: str, images: int, seed: int, images_only: bool = False) -
     storage.write_text(marker, json.dumps(wanted))
 
 
-def run(args: argparse.Namespace) -> int:
+def print_metrics_table(summary_uri: str) -> None:
+    """Repeat the evaluation's metrics table at the end, where the demo's output stops."""
+    lines = storage.read_text(summary_uri).splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    print("Test split, the trained decoder against the blind baseline (details: " + summary_uri + "):")
+    print("\n".join(table))
+
+
+def run(args: argparse.Namespace, spark=None) -> int:
     from .jobs import caption_images, evaluate, extract_features, prepare_captions, train_decoder
 
     work = os.path.abspath(args.workdir)
@@ -67,13 +75,15 @@ def run(args: argparse.Namespace) -> int:
 
     stage("generate sample data", lambda: ensure_sample(paths["sample"], args.images, args.seed))
     stage("generate unseen images", lambda: ensure_sample(paths["unseen"], args.unseen, args.seed + 1000))
-    with spark_for("captioning-demo") as spark:
+    with spark_for("captioning-demo", spark) as spark:
         stage("prepare captions", lambda: prepare_captions.main(["--dataset", paths["sample"], "--output", paths["prepared"]], spark=spark))
         stage("extract features", lambda: extract_features.main(["--input", paths["sample"], "--output", paths["features"], "--backbone", args.backbone, "--weights", "none", "--pooling", args.pooling, "--seed", str(args.seed)], spark=spark))
         stage("train decoder", lambda: train_decoder.main(["--captions", paths["prepared"], "--features", paths["features"], "--output", paths["model"], "--epochs", str(args.epochs), "--seed", str(args.seed)], spark=spark))
         stage("evaluate", lambda: evaluate.main(["--model", paths["model"], "--features", paths["features"], "--captions", paths["prepared"], "--output", paths["evaluation"]], spark=spark))
         unseen_images = os.path.join(paths["unseen"], "Flicker8k_Dataset")
         stage("caption unseen images", lambda: caption_images.main(["--input", unseen_images, "--model", paths["model"], "--output", paths["captions"]], spark=spark))
+    print()
+    print_metrics_table(os.path.join(paths["evaluation"], "summary.md"))
     print()
     print(f"Pipeline finished in {time.time() - started:.0f}s ({', '.join(f'{k}: {v}s' for k, v in timings.items())})")
     print(f"  sample dataset      {paths['sample']}")
@@ -86,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_main(lambda: run(build_parser().parse_args(argv)))
+def main(argv: list[str] | None = None, spark=None) -> int:
+    return run_main(lambda: run(build_parser().parse_args(argv), spark=spark))
 
 
 if __name__ == "__main__":
