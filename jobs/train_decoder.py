@@ -233,7 +233,7 @@ def fit(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, 
 
     from captioning import training
     from captioning.encoder import configure_tensorflow
-    from captioning.reader import ReaderConfig, open_dataset
+    from captioning.reader import ReaderConfig, open_dataset, trim_padding
 
     configure_tensorflow(mixed_precision=False)  # GPU memory growth before the first model
 
@@ -253,14 +253,16 @@ def fit(config: TrainJobConfig, decoder: DecoderConfig, vocabulary: Vocabulary, 
     if not finished:
         base = dict(feature_dtype=manifest.dtype, feature_dim=decoder.feature_dim, max_length=decoder.max_length, batch_size=config.train.batch_size)
         # petastorm treats seed 0 as "unseeded": keep it positive, and new after a resume
-        train_reader = ReaderConfig(shuffle=True, seed=config.train.seed * 1000 + state["epoch"] + 1, shuffle_buffer=config.train.shuffle_buffer, num_epochs=None, **base)
+        train_reader = ReaderConfig(
+            shuffle=True, seed=config.train.seed * 1000 + state["epoch"] + 1, shuffle_buffer=config.train.shuffle_buffer, num_epochs=None, trim_padding=True, **base,
+        )
         dev_reader = ReaderConfig(shuffle=False, seed=0, shuffle_buffer=1, num_epochs=1, **base)
         steps = math.ceil(views["train"]["rows"] / config.train.batch_size)
         with open_dataset(views["dev"]["uri"], dev_reader) as dev_stream:
             dev = list(dev_stream.as_numpy_iterator())  # dev split is small: read once, reuse each epoch
         dev_data = tf.data.Dataset.from_tensor_slices(
             ((np.concatenate([d[0][0] for d in dev]), np.concatenate([d[0][1] for d in dev])), np.concatenate([d[1] for d in dev]), np.concatenate([d[2] for d in dev]))
-        ).batch(config.train.batch_size)
+        ).batch(config.train.batch_size).map(trim_padding)
         callback = training.make_epoch_callback(checkpoints, config.output_uri, state, config.train, is_chief=True)
         with open_dataset(views["train"]["uri"], train_reader) as train_stream:
             model.fit(train_stream, epochs=config.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps, validation_data=dev_data, callbacks=[callback], verbose=2, shuffle=False)

@@ -10,6 +10,8 @@ read words 0..t, which is exactly the original's "prefix -> next word" sample, w
 expanding a caption of n words into n samples. Padding sits after the caption, and the LSTM
 is causal, so padding never changes a real position; the loss ignores padded targets
 through sample weights (no masking layer, which keeps the fused cuDNN kernel usable).
+T may be shorter than max_length - 1: training batches drop the positions where every
+caption is padding (``captioning.reader.trim_padding``), work that changes nothing.
 
 Inference uses the same layers one word at a time through :class:`StepDecoder`
 (``initial_state`` / ``step``), which the search in :mod:`captioning.tf_search` drives.
@@ -50,7 +52,8 @@ def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | N
     from keras import layers
 
     features = keras.Input((config.feature_dim,), name="features")  # (B, D)
-    input_ids = keras.Input((config.max_length - 1,), dtype="int32", name="input_ids")  # (B, T)
+    # (B, T): any T up to max_length - 1, so training batches can drop their all-padding tail
+    input_ids = keras.Input((None,), dtype="int32", name="input_ids")
 
     image = features
     if config.normalize_features:

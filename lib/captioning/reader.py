@@ -58,6 +58,7 @@ class ReaderConfig:
     shard_count: int | None = None  # data-parallel workers; each reads its own row groups
     workers_count: int = 4  # petastorm reader threads
     results_queue_size: int = 8  # row groups read ahead (petastorm keeps at least 5 per thread)
+    trim_padding: bool = False  # cut each batch after its longest caption (shapes then vary by batch)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -252,6 +253,22 @@ def _decode_row_group(features, token_ids, config: ReaderConfig):
     return vectors, tokens
 
 
+def trim_padding(model_inputs, targets, weights):
+    """Drop the positions where every caption of a teacher-forcing batch is padding.
+
+    ``((vectors [B, D], inputs [B, T]), targets [B, T], weights [B, T])`` -> the same with
+    T' <= T: up to the longest caption's last target (endseq). Padding only follows a
+    caption and the LSTM is causal, so the kept positions compute exactly what they would
+    with the padding, and the dropped ones carry zero weight: the loss (a mean over real
+    words) and its gradients are unchanged, for less work. Shapes then vary by batch.
+    """
+    import tensorflow as tf
+
+    vectors, inputs = model_inputs
+    keep = tf.maximum(tf.cast(tf.reduce_max(tf.reduce_sum(weights, axis=1)), tf.int32), 1)  # real targets of the longest caption
+    return (vectors, inputs[:, :keep]), targets[:, :keep], weights[:, :keep]
+
+
 def _teacher_forcing(vectors, tokens):
     """A batch of (vectors [B, D], tokens [B, L]) -> ((vectors, inputs), targets, weights)."""
     import tensorflow as tf
@@ -273,7 +290,10 @@ def _training_pipeline(row_groups, config: ReaderConfig):
     if config.shuffle:
         rows = rows.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
     batches = rows.batch(config.batch_size)  # ([B, D], [B, L]); the last batch may be smaller
-    return batches.map(_teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    examples = batches.map(_teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE)  # ((B, D), (B, L-1)), (B, L-1), (B, L-1)
+    if config.trim_padding:
+        examples = examples.map(trim_padding, num_parallel_calls=tf.data.AUTOTUNE)  # ... (B, T), T <= L-1
+    return examples.prefetch(tf.data.AUTOTUNE)
 
 
 @contextlib.contextmanager
@@ -284,6 +304,7 @@ def open_dataset(urls: str | Sequence[str], config: ReaderConfig):
     ``urls``: one URL or a list (local path, ``file://`` or ``s3://``; files or folders).
     The dataset is only valid inside the ``with`` block: on exit the reader threads are
     stopped and joined. With ``num_epochs=1`` each row (of this shard) appears once.
+    With ``trim_padding`` the L-1 positions become T <= L-1 per batch (see ``trim_padding``).
     """
     from petastorm.tf_utils import make_petastorm_dataset
 

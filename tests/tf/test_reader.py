@@ -217,3 +217,63 @@ def test_no_row_group_is_lost_at_the_end_of_an_epoch(tmp_path):
     for attempt in range(8):
         ids, *_ = collect(urls, config(shuffle=True, batch_size=250))
         assert sorted(ids) == list(range(250)), f"attempt {attempt}"
+
+
+def test_trim_padding_cuts_each_batch_after_its_longest_caption(tmp_path):
+    """Batches of short captions lose their all-padding columns and nothing else."""
+    folder = str(tmp_path / "part")
+    stored_features, stored_tokens = write_part(folder, 0, 96, row_group_size=32)
+    words = np.repeat([1, 3, 5], 32)  # rows 0-31: one word, 32-63: three, 64-95: five (no padding)
+    stored_tokens[:] = 0
+    for i, n in enumerate(words):
+        stored_tokens[i, 0], stored_tokens[i, 1:1 + n], stored_tokens[i, 1 + n] = 2, 10 + i % 50, 3
+    pq.write_table(
+        pa.table({
+            "image_id": [f"img{i}" for i in range(96)],
+            "features": pa.array([row.astype(np.float16).tobytes() for row in stored_features], pa.binary()),
+            "token_ids": pa.array(list(stored_tokens), pa.list_(pa.int32())),
+        }),
+        os.path.join(folder, "part-00000.parquet"), row_group_size=32,
+    )
+    trimmed = []
+    with open_dataset(folder, config(trim_padding=True, workers_count=1)) as dataset:
+        for (features, inputs), targets, weights in dataset:
+            ids = features.numpy()[:, 0].astype(int)
+            trimmed.append((ids, inputs.numpy(), targets.numpy(), weights.numpy()))
+    assert sorted(inputs.shape[1] for _, inputs, _, _ in trimmed) == [2, 4, L - 1]  # longest caption + startseq/endseq - 1
+    for ids, inputs, targets, weights in trimmed:
+        t = inputs.shape[1]
+        np.testing.assert_array_equal(inputs, stored_tokens[ids, :t])
+        np.testing.assert_array_equal(targets, stored_tokens[ids, 1:t + 1])
+        assert (stored_tokens[ids, t + 1:] == 0).all()  # only padding was dropped
+        assert weights.sum() == (stored_tokens[ids, 1:] != 0).sum()  # every real target kept
+
+
+def test_trimmed_batches_give_the_same_loss_and_gradients(view):
+    """Dropping all-padding positions changes neither the loss nor any gradient."""
+    from captioning.decoder import DecoderConfig, build_training_model, compile_model
+    from captioning.reader import trim_padding
+
+    folder, _, _ = view
+    with open_dataset(folder, config(batch_size=16)) as dataset:
+        batch = next(iter(dataset))
+    (vectors, inputs), targets, weights = batch
+    short = tf.reduce_sum(weights, axis=1) <= 3  # captions of at most two words: padding to trim
+    batch = ((vectors[short], inputs[short]), targets[short], weights[short])
+    trimmed = trim_padding(*batch)
+    assert trimmed[1].shape[1] < batch[1].shape[1]
+
+    model = build_training_model(DecoderConfig(vocab_size=100, max_length=L, feature_dim=DIM, embedding_dim=8, units=16, hidden_units=20, dropout=0.0))
+    compile_model(model, 1e-3)
+
+    def loss_and_gradients(example):
+        (x, ids), y, w = example
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=(x, ids), y=y, y_pred=model((x, ids), training=False), sample_weight=w)
+        return float(loss), tape.gradient(loss, model.trainable_variables)
+
+    full_loss, full_gradients = loss_and_gradients(batch)
+    trimmed_loss, trimmed_gradients = loss_and_gradients(trimmed)
+    assert trimmed_loss == pytest.approx(full_loss, rel=1e-6)
+    for full, cut in zip(full_gradients, trimmed_gradients):
+        np.testing.assert_allclose(tf.convert_to_tensor(cut).numpy(), tf.convert_to_tensor(full).numpy(), rtol=1e-5, atol=1e-7)
