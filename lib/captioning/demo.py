@@ -15,7 +15,7 @@ import os
 import time
 
 from . import storage
-from .jobrunner import run_main, spark_for
+from .jobrunner import InputError, run_main, spark_for
 
 LOG = logging.getLogger("demo")
 
@@ -49,6 +49,35 @@ def ensure_sample(uri: str, images: int, seed: int, images_only: bool = False) -
     storage.write_text(marker, json.dumps(wanted))
 
 
+RECIPE_FILE = "demo.json"
+
+
+def recipe_of(args: argparse.Namespace) -> dict:
+    """What the demo's outputs depend on; a workdir holds the outputs of one recipe."""
+    return {"images": args.images, "unseen": args.unseen, "backbone": args.backbone, "pooling": args.pooling, "epochs": args.epochs, "seed": args.seed}
+
+
+def claim_workdir(work: str, recipe: dict) -> None:
+    """Refuse a workdir filled by another recipe (or by an older demo) instead of failing midway.
+
+    Reruns with the same recipe reuse everything; a changed one would meet a feature store
+    of another CNN configuration, a model trained for other epochs, and so on.
+    """
+    marker = os.path.join(work, RECIPE_FILE)
+    if os.path.exists(marker):
+        with open(marker) as handle:
+            found = json.load(handle)
+        if found == recipe:
+            return
+        changed = ", ".join(f"{k} {found.get(k)!r} -> {v!r}" for k, v in recipe.items() if found.get(k) != v)
+        raise InputError(f"{work} holds a demo made with other settings ({changed}); remove it (rm -rf {work}) or choose another --workdir")
+    if os.path.isdir(work) and os.listdir(work):
+        raise InputError(f"{work} holds files of another demo or program; remove it (rm -rf {work}) or choose another --workdir")
+    os.makedirs(work, exist_ok=True)
+    with open(marker, "w") as handle:
+        json.dump(recipe, handle, indent=1)
+
+
 def print_metrics_table(summary_uri: str) -> None:
     """Repeat the evaluation's metrics table at the end, where the demo's output stops."""
     lines = storage.read_text(summary_uri).splitlines()
@@ -61,6 +90,7 @@ def run(args: argparse.Namespace, spark=None) -> int:
     from .jobs import caption_images, evaluate, extract_features, prepare_captions, train_decoder
 
     work = os.path.abspath(args.workdir)
+    claim_workdir(work, recipe_of(args))
     paths = {name: os.path.join(work, name) for name in ("sample", "unseen", "prepared", "features", "model", "evaluation", "captions")}
     timings = {}
     started = time.time()
