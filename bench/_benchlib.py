@@ -287,13 +287,13 @@ def run_measured_child(argv: list[str], result_path: str, interval: float = 0.2)
 # --------------------------------------------------------------------------- output
 
 
-def parse_sizes(text: str) -> list[int]:
+def parse_sizes(text: str, option: str = "--memory-sizes") -> list[int]:
     try:
         sizes = sorted({int(v) for v in text.split(",") if v.strip()})
     except ValueError:
-        raise SystemExit(f"error: --memory-sizes takes comma-separated counts, got {text!r}")
+        raise SystemExit(f"error: {option} takes comma-separated counts, got {text!r}")
     if len(sizes) < 2 or sizes[0] < 1:
-        raise SystemExit("error: --memory-sizes needs at least two different positive counts")
+        raise SystemExit(f"error: {option} needs at least two different positive counts")
     return sizes
 
 

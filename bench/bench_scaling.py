@@ -130,16 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_sizes(text: str) -> list[int]:
-    try:
-        sizes = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise SystemExit(f"error: --sizes takes comma-separated counts, got {text!r}")
-    if len(sizes) < 2 or sizes[0] < 1:
-        raise SystemExit("error: --sizes needs at least two different positive counts")
-    return sizes
-
-
 def scaled_memory(text: str, factor: int) -> str:
     """``"3g"`` x 2 -> ``"6g"`` (Spark's memory strings: a number and an optional k/m/g/t unit)."""
     number, unit = (text[:-1], text[-1]) if text[-1:].isalpha() else (text, "")
@@ -154,7 +144,7 @@ def median_run(runs: list[Run]) -> Run:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    sizes = parse_sizes(args.sizes)
+    sizes = lib.parse_sizes(args.sizes, "--sizes")
     if args.baseline_images >= sizes[0] or args.topology_images < 1 or args.repeats < 1:
         raise SystemExit("error: --baseline-images must be below the smallest size; --topology-images and --repeats positive")
     lib.setup_environment()

@@ -20,7 +20,7 @@ Fixtures (all per test session):
       folders outside the repository and with no PYTHONPATH.
 * ``submit``: runs one job script through ``<SPARK_HOME>/bin/spark-submit --master
   spark://127.0.0.1:<port>`` as a subprocess and returns the JSON the job prints.
-* ``local_spark``, ``dataset``, ``reference``: the same jobs run in this process on
+* ``spark`` (tests/conftest.py), ``dataset``, ``reference``: the same jobs run in this process on
   ``local[2]`` (the editable install), the results the cluster runs are compared with.
 
 Every path here is a local folder. On one machine every executor sees it, as each node
@@ -176,24 +176,6 @@ def _tasks_by_worker(cluster, new: set[tuple[int, str]]) -> dict[int, int]:
 
 
 @pytest.fixture(scope="session")
-def local_spark(s3_endpoint):
-    """local[2] in this process, configured like the Spark tests' session (one session serves both).
-
-    Like that session it starts after the S3 test server: its JVM and Python workers keep
-    the environment of their start, and the Spark tests that share it need the AWS_*
-    variables pointing at that server.
-    """
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from captioning.spark_session import build_session
-
-    session = build_session("captioning-tests", master="local[2]", extra_conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"})
-    yield session
-    session.stop()
-
-
-@pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
     """~60 sample images with the real files' quirks (shared, read-only)."""
     from captioning.sample_data import SampleConfig, generate_sample_dataset
@@ -204,15 +186,15 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def reference(local_spark, dataset, tmp_path_factory):
+def reference(spark, dataset, tmp_path_factory):
     """Every job run locally (local[2]) on the sample: the outputs the cluster must reproduce."""
     from captioning.jobs import caption_images, evaluate, extract_features, prepare_captions, train_decoder
 
     work = tmp_path_factory.mktemp("local-reference")
     paths = {name: str(work / name) for name in ("prepared", "features", "model", "evaluation", "captions")}
-    assert prepare_captions.main(["--dataset", dataset["root"], "--output", paths["prepared"], "--min-count", "3"], spark=local_spark) == 0
-    assert extract_features.main(["--input", dataset["root"], "--output", paths["features"], *FEATURES], spark=local_spark) == 0
-    assert train_decoder.main(["--captions", paths["prepared"], "--features", paths["features"], "--output", paths["model"], *SMALL_MODEL, "--epochs", str(EPOCHS)], spark=local_spark) == 0
-    assert evaluate.main(["--model", paths["model"], "--features", paths["features"], "--captions", paths["prepared"], "--output", paths["evaluation"], *EVALUATE], spark=local_spark) == 0
-    assert caption_images.main(["--input", dataset["images"], "--model", paths["model"], "--output", paths["captions"], *CAPTION], spark=local_spark) == 0
+    assert prepare_captions.main(["--dataset", dataset["root"], "--output", paths["prepared"], "--min-count", "3"], spark=spark) == 0
+    assert extract_features.main(["--input", dataset["root"], "--output", paths["features"], *FEATURES], spark=spark) == 0
+    assert train_decoder.main(["--captions", paths["prepared"], "--features", paths["features"], "--output", paths["model"], *SMALL_MODEL, "--epochs", str(EPOCHS)], spark=spark) == 0
+    assert evaluate.main(["--model", paths["model"], "--features", paths["features"], "--captions", paths["prepared"], "--output", paths["evaluation"], *EVALUATE], spark=spark) == 0
+    assert caption_images.main(["--input", dataset["images"], "--model", paths["model"], "--output", paths["captions"], *CAPTION], spark=spark) == 0
     return paths

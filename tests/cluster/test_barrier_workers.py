@@ -40,8 +40,8 @@ def test_a_failing_worker_fails_its_task_with_its_output():
         run_worker_process(message, WorkerRole(0, ("127.0.0.1:1111",)))
 
 
-def test_a_local_barrier_stage_gives_every_task_the_same_cluster(local_spark):
-    results = run_barrier(local_spark, 2, f"{__name__}:report_role", {"x": 2})
+def test_a_local_barrier_stage_gives_every_task_the_same_cluster(spark):
+    results = run_barrier(spark, 2, f"{__name__}:report_role", {"x": 2})
     assert [r["rank"] for r in results] == [0, 1] and [r["chief"] for r in results] == [True, False]
     assert results[0]["addresses"] == results[1]["addresses"] and len(set(results[0]["addresses"])) == 2
     assert [r["tf_config"]["task"]["index"] for r in results] == [0, 1]

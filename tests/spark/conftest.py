@@ -1,26 +1,7 @@
-"""One local Spark session shared by every Spark test (starting a JVM costs seconds).
-
-The session starts after the S3 test server, so the Python workers Spark launches inherit
-the AWS_* variables that point them at it.
-"""
+"""Shared inputs of the Spark tests; their local Spark session (``spark``) is in tests/conftest.py."""
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
-
-
-@pytest.fixture(scope="session")
-def spark(s3_endpoint):
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from captioning.spark_session import build_session
-
-    session = build_session("captioning-tests", master="local[2]", extra_conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"})
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="session")
