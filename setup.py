@@ -10,8 +10,8 @@ setup(
     version="0.1.0",
     description="Image captioning (CNN features + LSTM decoder) as Spark batch jobs for EMR and laptops",
     python_requires=">=3.11,<3.12",
-    package_dir={"": "lib", "captioning.jobs": "jobs"},
-    packages=find_packages("lib") + ["captioning.jobs"],
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
     install_requires=[
         "numpy>=1.26,<2",
         "pillow>=10",

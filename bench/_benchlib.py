@@ -87,11 +87,11 @@ class ImageSet:
 
 def source_images(dataset: str | None, count: int, workdir: str, seed: int = 0) -> list[str]:
     """At least ``count`` local image paths, sorted: from ``dataset`` or a generated sample."""
-    from captioning import storage
-    from captioning.jobs.extract_features import image_folder, list_images
+    from captioning.store import storage
+    from captioning.pipeline.extract_features import image_folder, list_images
 
     if dataset is None:
-        from captioning.sample_data import SampleConfig, generate_sample_dataset
+        from captioning.data.sample_dataset import SampleConfig, generate_sample_dataset
 
         dataset = os.path.join(workdir, "sample")
         note(f"generating a sample dataset of {count} images in {dataset}")
@@ -126,7 +126,7 @@ def link_images(paths: Sequence[str], folder: str) -> ImageSet:
 
 
 def spark_session(app_name: str, master: str):
-    from captioning.spark_session import build_session
+    from captioning.cluster.session import build_session
 
     return build_session(app_name, master=master, extra_conf={"spark.ui.enabled": "false"})
 
@@ -147,7 +147,7 @@ def probe_workers(spark) -> dict:
 
         import pandas as _pd
 
-        from captioning import worker_cache
+        from captioning.pipeline.transforms import worker_models as worker_cache
 
         for _ in batches:
             pass

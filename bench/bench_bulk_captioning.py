@@ -4,9 +4,9 @@ Throughput (one process, one Spark session, the same images and backbone for bot
 
     .venv/bin/python bench/bench_bulk_captioning.py --backbone resnet50 --images 320 --json-out bench/results/bulk-resnet50.json
 
-  * feature extraction only: the extract-features job (captioning.jobs.extract_features)
+  * feature extraction only: the extract-features job (captioning.pipeline.extract_features)
     on ``--images`` images into a fresh feature store;
-  * bulk captioning: the caption-images job (captioning.jobs.caption_images) on the same
+  * bulk captioning: the caption-images job (captioning.pipeline.caption_images) on the same
     images into a fresh output: read, decode, CNN, caption search (beam by default, as
     the job), Parquet, then the job's JSON Lines export and HTML gallery.
   Both are timed by the wall clock around the job's ``run()``; the caption-images row is
@@ -100,8 +100,10 @@ def _parse(module, argv: list[str]):
 
 def train_small_model(spark, folder: str, args: argparse.Namespace) -> str:
     """A model directory trained for one epoch on a small sample dataset; returns its path."""
-    from captioning.jobs import extract_features, prepare_captions, train_decoder
-    from captioning.sample_data import SampleConfig, generate_sample_dataset
+    from captioning.pipeline import extract_features
+    from captioning.pipeline import prepare_captions
+    from captioning.pipeline import train_decoder
+    from captioning.data.sample_dataset import SampleConfig, generate_sample_dataset
 
     paths = {name: os.path.join(folder, name) for name in ("sample", "prepared", "features", "model")}
     generate_sample_dataset(paths["sample"], SampleConfig(num_images=args.train_images, seed=args.seed + 1))
@@ -113,8 +115,8 @@ def train_small_model(spark, folder: str, args: argparse.Namespace) -> str:
 
 def model_encoder(model: str, args: argparse.Namespace):
     """The CNN (EncoderConfig) caption-images will use for ``model``, as the job derives it."""
-    from captioning.jobs.caption_images import CaptionJobConfig, encoder_for_model
-    from captioning.model_dir import read_info
+    from captioning.pipeline.caption_images import CaptionJobConfig, encoder_for_model
+    from captioning.model.model_dir import read_info
 
     return encoder_for_model(read_info(model), CaptionJobConfig(inputs=(), model_uri=model, output_uri="", backbone_weights=args.backbone_weights, batch_size=args.batch_size))
 
@@ -129,13 +131,13 @@ def caption_argv(model: str, input_folder: str, output: str, args: argparse.Name
 
 
 def run_extract(spark, argv: list[str]) -> dict:
-    from captioning.jobs import extract_features
+    from captioning.pipeline import extract_features
 
     return extract_features.run(_parse(extract_features, argv), spark)
 
 
 def run_caption(spark, argv: list[str]) -> dict:
-    from captioning.jobs import caption_images
+    from captioning.pipeline import caption_images
 
     return caption_images.run(_parse(caption_images, argv), spark)
 
@@ -157,7 +159,7 @@ def check_captioned(summary: dict, count: int) -> None:
 def configure_driver_tensorflow() -> None:
     """Memory growth for this process's TensorFlow (training runs here), so that on a GPU
     machine the driver does not reserve the whole GPU the local Spark workers also use."""
-    from captioning.encoder import configure_tensorflow
+    from captioning.model.encoder import configure_tensorflow
 
     configure_tensorflow(mixed_precision=False)
 
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return memory_child(args)
     if args.images < 1 or args.batch_size < 1 or args.train_images < 10:
         raise SystemExit("error: --images and --batch-size must be positive, --train-images at least 10")
-    from captioning.encoder import backbone_spec
+    from captioning.model.encoder import backbone_spec
 
     backbone_spec(args.backbone)  # unknown names fail before any work
     if args.model and not os.path.exists(os.path.join(args.model, "config.json")) and "://" not in args.model:

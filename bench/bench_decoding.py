@@ -18,7 +18,7 @@ the same trained weights (the model directory's ``model.weights.h5``):
 * original: the tutorials' inference loop, one image at a time: start from
   ``startseq``, pad the prefix to the model's input length, ``model.predict`` it, take the
   most probable word, append it, repeat until ``endseq`` or the length limit. The model
-  called is the project's training model (``captioning.model_dir.load_model``) fed the
+  called is the project's training model (``captioning.model.model_dir.load_model``) fed the
   prefix followed by padding; the next-word distribution is read at the prefix's last
   position. That is exactly the original's computation: the LSTM re-reads the whole
   prefix every word (its output at position t depends only on tokens 0..t, so the padding
@@ -27,7 +27,7 @@ the same trained weights (the model directory's ``model.weights.h5``):
   the softmax the original model ends with. Because it is slow, it is timed on the first
   ``--original-images`` images only (the table says how many). One warm-up ``predict``
   before the clock starts keeps Keras' one-off setup out of its time.
-* batched greedy: ``captioning.inference.Captioner`` with a greedy ``SearchConfig``
+* batched greedy: ``captioning.model.captioner.Captioner`` with a greedy ``SearchConfig``
   (``default_search``: at most L-1 tokens, as above), ``--batch-size`` images per call;
   the whole search of a batch is one compiled ``tf.function``.
 * batched beam: the same with beam search of ``--beam-width`` (default 3).
@@ -56,7 +56,7 @@ import time
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench_decoding.py",
-        description="Captions per second: greedy decoding with one model.predict per word per image vs batched compiled greedy and beam search (captioning.inference.Captioner), same weights and vectors.",
+        description="Captions per second: greedy decoding with one model.predict per word per image vs batched compiled greedy and beam search (captioning.model.captioner.Captioner), same weights and vectors.",
     )
     parser.add_argument("--model", default=None, help="trained model directory (train-decoder output); default: train a small one under --workdir")
     parser.add_argument("--features", default=None, help="feature store with the vectors to caption (default: the store the model was trained on)")
@@ -81,9 +81,9 @@ def train_small_model(args: argparse.Namespace) -> str:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_training import ensure_inputs
 
-    from captioning.jobrunner import spark_for
-    from captioning.jobs.train_decoder import TrainJobConfig, run
-    from captioning.training import TrainConfig
+    from captioning.pipeline.runner import spark_for
+    from captioning.pipeline.train_decoder import TrainJobConfig, run
+    from captioning.model.training.checkpoints import TrainConfig
 
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -108,8 +108,8 @@ def read_vectors(features_uri: str, count: int):
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    from captioning.feature_store import decode_vectors, part_uri, require_manifest
-    from captioning.reader import parquet_files
+    from captioning.store.feature_store import decode_vectors, part_uri, require_manifest
+    from captioning.model.training.petastorm_input import parquet_files
 
     manifest = require_manifest(features_uri)
     store = pads.dataset(parquet_files([part_uri(features_uri, p) for p in manifest.parts]), format="parquet")
@@ -174,8 +174,8 @@ def run(args: argparse.Namespace) -> dict:
     load_start = round(os.getloadavg()[0], 2)
     model_uri = args.model or train_small_model(args)
 
-    from captioning.inference import Captioner, default_search
-    from captioning.model_dir import load_model, read_info
+    from captioning.model.captioner import Captioner, default_search
+    from captioning.model.model_dir import load_model, read_info
 
     info = read_info(model_uri)
     features_uri = args.features or info.training.get("features")

@@ -5,13 +5,13 @@ Throughput (one process, the same images and backbone for every row):
     .venv/bin/python bench/bench_features.py --backbone resnet50 --images 320 --json-out bench/results/features-resnet50.json
 
   (a) the original project's loop: for each image, read the file, decode and resize it
-      (captioning.images.decode_image, the decode the job uses, like Keras' load_img),
+      (captioning.data.images.decode_image, the decode the job uses, like Keras' load_img),
       then ``model.predict(x[None])``: one image per forward pass. One warm-up predict is
       made first and not timed.
-  (b) the ceiling: the compiled batch featurizer (captioning.encoder.make_batch_featurizer)
+  (b) the ceiling: the compiled batch featurizer (captioning.model.encoder.make_batch_featurizer)
       on images already decoded into one uint8 array, ``--batch-size`` images per call,
       no file reading and no decoding. The graph is traced on one untimed batch first.
-  (c) the extract-features job (captioning.jobs.extract_features.run) on local Spark:
+  (c) the extract-features job (captioning.pipeline.extract_features.run) on local Spark:
       listing, reading, decoding, resizing, inference, Parquet write, manifest, into a
       fresh output folder. What is timed, separately:
         * the Spark session start (JVM);
@@ -103,7 +103,7 @@ def job_argv(input_folder: str, output: str, args: argparse.Namespace) -> list[s
 
 
 def run_extract_job(spark, argv: list[str]) -> dict:
-    from captioning.jobs import extract_features
+    from captioning.pipeline import extract_features
 
     return extract_features.run(extract_features.config_from_args(extract_features.build_parser().parse_args(argv)), spark)
 
@@ -115,7 +115,7 @@ def single_image_loop(model, paths, size, decode) -> tuple[float, object]:
     """(seconds, first vector) of the original per-image loop: read, decode, predict one image."""
     import numpy as np
 
-    from captioning.images import decode_image
+    from captioning.data.images import decode_image
 
     def one(path):
         with open(path, "rb") as handle:
@@ -136,7 +136,7 @@ def decode_all(paths, size, decode) -> tuple[float, object]:
     """(seconds, (N, H, W, 3) uint8) reading and decoding every image in this thread."""
     import numpy as np
 
-    from captioning.images import decode_image
+    from captioning.data.images import decode_image
 
     started = time.perf_counter()
     arrays = []
@@ -161,9 +161,9 @@ def batched_ceiling(featurize, pixels, batch_size: int) -> tuple[float, object]:
 def throughput(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from captioning.encoder import EncoderConfig, build_encoder, configure_tensorflow, make_batch_featurizer
-    from captioning.images import DecodeConfig
-    from captioning.stages.features import FeatureConfig, partitions_for
+    from captioning.model.encoder import EncoderConfig, build_encoder, configure_tensorflow, make_batch_featurizer
+    from captioning.data.images import DecodeConfig
+    from captioning.pipeline.transforms.features import FeatureConfig, partitions_for
 
     results: dict = {"benchmark": "features-throughput", "args": vars(args)}
     count = args.images
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return memory_child(args)
     if args.images < 1 or args.batch_size < 1:
         raise SystemExit("error: --images and --batch-size must be positive")
-    from captioning.encoder import backbone_spec
+    from captioning.model.encoder import backbone_spec
 
     backbone_spec(args.backbone)  # unknown names fail before any work
     results = memory(args) if args.memory else throughput(args)

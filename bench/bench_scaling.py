@@ -7,7 +7,7 @@ Why: local[*] cannot show the costs a cluster adds (one JVM per executor, one se
 Python workers per executor each loading TensorFlow and the CNN, tasks scheduled over the
 network, results committed by the driver), nor whether a job's cost per image stays flat
 as the dataset grows. Every job here is a ``spark-submit`` of ``jobs/extract_features.py``
-to a throwaway standalone cluster on 127.0.0.1 (``captioning.standalone``), with the
+to a throwaway standalone cluster on 127.0.0.1 (``captioning.cluster.standalone``), with the
 project wheel from ``make package`` shipped through ``--py-files`` as in the cluster
 tests, each run into a fresh feature store.
 
@@ -86,7 +86,7 @@ class Submitter:
     spark_conf: tuple[str, ...] = ()  # extra KEY=VALUE settings, the same for every run
 
     def extract(self, folder: str, images: int, output: str) -> Run:
-        from captioning.standalone import spark_home, spark_submit
+        from captioning.cluster.standalone import spark_home, spark_submit
 
         command = [
             spark_submit(), "--master", self.master_url, "--py-files", self.py_files,
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: --baseline-images must be below the smallest size; --topology-images and --repeats positive")
     lib.setup_environment()
     from captioning.aws.package import build_dist
-    from captioning.standalone import ClusterConfig, StandaloneCluster, WorkerSpec
+    from captioning.cluster.standalone import ClusterConfig, StandaloneCluster, WorkerSpec
 
     results: dict = {"args": vars(args), "machine_start": lib.machine_info(with_tensorflow=False)}
     largest = max(sizes[-1], args.topology_images)

@@ -23,8 +23,8 @@ captions per optimiser step, for the same number of epochs.
   ``--batch-size`` shuffled captions. The prefix input is L-1 positions long (the longest
   prefix), one less than the tutorials' L, which if anything favours the original.
 * project: ``jobs/train_decoder.run`` itself (Spark builds the Parquet training views,
-  Petastorm streams them into tf.data through ``captioning.reader.open_dataset``, the
-  model of ``captioning.decoder`` is trained with teacher forcing over whole padded
+  Petastorm streams them into tf.data through ``captioning.model.training.petastorm_input.open_dataset``, the
+  model of ``captioning.model.decoder`` is trained with teacher forcing over whole padded
   captions). Seconds per epoch are read from the model directory's ``history.json``.
 
 Measured:
@@ -44,7 +44,7 @@ Measured:
   the prefix's last position, padding after it, which a causal LSTM never reads). The
   project job's own teacher-forced dev loss of the last epoch is shown beside it as a
   check: the two numbers should agree to about 1e-4.
-* BLEU-1..4: ``captioning.metrics.bleu_scores`` (nltk corpus BLEU, no smoothing) of
+* BLEU-1..4: ``captioning.report.metrics.bleu_scores`` (nltk corpus BLEU, no smoothing) of
   greedy captions of the ``--bleu-split`` images (default test), again decoded by one
   shared greedy loop for both models (most probable next word, lowest id on ties, stop
   at endseq or after L-1 tokens), against the cleaned reference captions, as
@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def ensure_inputs(args: argparse.Namespace, spark, workdir: str) -> dict:
     """{"captions": prepared folder, "features": feature store}, generating what is missing."""
-    from captioning.demo import ensure_sample
-    from captioning.jobs import extract_features, prepare_captions
+    from captioning.pipeline.demo import ensure_sample
+    from captioning.pipeline import extract_features
+    from captioning.pipeline import prepare_captions
 
     captions = args.captions or (os.path.join(args.dataset, "prepared") if args.dataset else None)
     features = args.features or (os.path.join(args.dataset, "features") if args.dataset else None)
@@ -148,8 +149,8 @@ def read_view(uri: str, dtype: str, dim: int) -> Split:
     import numpy as np
     import pyarrow.dataset as pads
 
-    from captioning.feature_store import decode_vectors
-    from captioning.reader import parquet_files
+    from captioning.store.feature_store import decode_vectors
+    from captioning.model.training.petastorm_input import parquet_files
 
     table = pads.dataset(parquet_files(uri), format="parquet").to_table(columns=["image_id", "caption_index", "features", "token_ids"])
     keys = list(zip(table["image_id"].to_pylist(), table["caption_index"].to_pylist()))
@@ -171,8 +172,8 @@ def read_split_for_bleu(captions_uri: str, features_uri: str, split: str, vocabu
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    from captioning.feature_store import decode_vectors, part_uri, require_manifest
-    from captioning.reader import parquet_files
+    from captioning.store.feature_store import decode_vectors, part_uri, require_manifest
+    from captioning.model.training.petastorm_input import parquet_files
 
     manifest = require_manifest(features_uri)
     captions = pads.dataset(parquet_files(os.path.join(captions_uri, "captions")), format="parquet")
@@ -276,9 +277,9 @@ def train_original(train: Split, vocab_size: int, max_length: int, args: argpars
 
 def train_project(paths: dict, args: argparse.Namespace, spark, workdir: str) -> dict:
     """Run jobs/train_decoder.run into a fresh model directory; its history, views and last-epoch model."""
-    from captioning import training
-    from captioning.jobs.train_decoder import TrainJobConfig, run
-    from captioning.training import TrainConfig
+    from captioning.model.training import checkpoints as training
+    from captioning.pipeline.train_decoder import TrainJobConfig, run
+    from captioning.model.training.checkpoints import TrainConfig
 
     output = os.path.join(workdir, "project-model")
     config = TrainJobConfig(
@@ -377,7 +378,7 @@ def greedy_decode(next_word, vectors, start_id: int, end_id: int, max_tokens: in
 
 
 def bleu(next_word, ids, vectors, references, vocabulary, max_tokens: int) -> dict:
-    from captioning.metrics import bleu_scores
+    from captioning.report.metrics import bleu_scores
 
     captions = greedy_decode(next_word, vectors, vocabulary.start_id, vocabulary.end_id, max_tokens)
     hypotheses = {i: vocabulary.decode(c) for i, c in zip(ids, captions)}
@@ -443,9 +444,9 @@ def render_table(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from captioning.feature_store import require_manifest
-    from captioning.jobrunner import spark_for
-    from captioning.vocab import Vocabulary
+    from captioning.store.feature_store import require_manifest
+    from captioning.pipeline.runner import spark_for
+    from captioning.data.vocab import Vocabulary
 
     if args.epochs < 1 or args.batch_size < 1 or args.images < 1:
         raise SystemExit("--epochs, --batch-size and --images must be positive")

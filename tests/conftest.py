@@ -84,7 +84,7 @@ def spark(s3_endpoint):
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from captioning.spark_session import build_session
+    from captioning.cluster.session import build_session
 
     session = build_session("captioning-tests", master="local[2]", extra_conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"})
     yield session

@@ -3,7 +3,7 @@
 Fixtures (all per test session):
 
 * ``cluster``: one master and two workers (1 core, 3 GB each, separate work folders) on
-  127.0.0.1, started with ``spark-daemon.sh`` (``captioning.standalone``) and always
+  127.0.0.1, started with ``spark-daemon.sh`` (``captioning.cluster.standalone``) and always
   stopped at the end, also when tests fail.
 * ``shipment``: what ``make package`` builds (``captioning.aws.package.build_dist``: the
   wheel and the job scripts), plus the Python the cluster runs:
@@ -90,7 +90,7 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    from captioning.standalone import ClusterConfig, StandaloneCluster, WorkerSpec
+    from captioning.cluster.standalone import ClusterConfig, StandaloneCluster, WorkerSpec
 
     root = tmp_path_factory.mktemp("cluster")
     standalone = StandaloneCluster(ClusterConfig(root=str(root), workers=(WorkerSpec(1, "3g"), WorkerSpec(1, "3g"))))
@@ -116,7 +116,7 @@ def shipment(tmp_path_factory) -> Shipment:
 @pytest.fixture(scope="session")
 def submit(cluster, shipment, tmp_path_factory):
     """``submit(script, args) -> Submitted``: one spark-submit of a job to the cluster."""
-    from captioning.standalone import spark_home, spark_submit
+    from captioning.cluster.standalone import spark_home, spark_submit
 
     workdir = tmp_path_factory.mktemp("submit-cwd")  # no lib/ here: imports come from the wheel
 
@@ -178,7 +178,7 @@ def _tasks_by_worker(cluster, new: set[tuple[int, str]]) -> dict[int, int]:
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
     """~60 sample images with the real files' quirks (shared, read-only)."""
-    from captioning.sample_data import SampleConfig, generate_sample_dataset
+    from captioning.data.sample_dataset import SampleConfig, generate_sample_dataset
 
     root = tmp_path_factory.mktemp("cluster-sample") / "flickr"
     summary = generate_sample_dataset(str(root), SampleConfig(num_images=60, seed=3, quirks=True, workers=1))
@@ -188,7 +188,11 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference(spark, dataset, tmp_path_factory):
     """Every job run locally (local[2]) on the sample: the outputs the cluster must reproduce."""
-    from captioning.jobs import caption_images, evaluate, extract_features, prepare_captions, train_decoder
+    from captioning.pipeline import caption_images
+    from captioning.pipeline import evaluate
+    from captioning.pipeline import extract_features
+    from captioning.pipeline import prepare_captions
+    from captioning.pipeline import train_decoder
 
     work = tmp_path_factory.mktemp("local-reference")
     paths = {name: str(work / name) for name in ("prepared", "features", "model", "evaluation", "captions")}

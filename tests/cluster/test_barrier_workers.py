@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from captioning.distributed import WorkerRole, run_barrier, run_worker_process
+from captioning.cluster.barrier import WorkerRole, run_barrier, run_worker_process
 
 
 def report_role(payload: dict, role: WorkerRole) -> dict:
@@ -50,7 +50,7 @@ def test_a_local_barrier_stage_gives_every_task_the_same_cluster(spark):
 def test_only_the_chief_callback_writes(tmp_path):
     import keras
 
-    from captioning.training import TrainConfig, make_epoch_callback, new_state
+    from captioning.model.training.checkpoints import TrainConfig, make_epoch_callback, new_state
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))

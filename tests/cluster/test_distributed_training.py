@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from captioning import storage
+from captioning.store import storage
 
 from .conftest import EPOCHS, SMALL_MODEL
 

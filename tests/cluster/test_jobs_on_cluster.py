@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from captioning import storage
-from captioning.feature_store import decode_vectors, part_uri, read_manifest
+from captioning.store import storage
+from captioning.store.feature_store import decode_vectors, part_uri, read_manifest
 
 from .conftest import CAPTION, EPOCHS, EVALUATE, FEATURES, REPO, SMALL_MODEL
 

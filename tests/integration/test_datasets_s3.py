@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from captioning import storage
-from captioning.datasets import DatasetError, Flickr8kDataset, load_dataset
+from captioning.store import storage
+from captioning.data.flickr8k import DatasetError, Flickr8kDataset, load_dataset
 
 JPEG = b"\xff\xd8\xff\xe0 small fake jpeg"
 

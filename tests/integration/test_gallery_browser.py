@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image, ImageDraw
 
-from captioning import gallery
+from captioning.report import gallery
 
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_S = 60

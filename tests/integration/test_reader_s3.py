@@ -10,8 +10,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("petastorm")
 
-from captioning import storage  # noqa: E402
-from captioning.reader import FsspecLegacyFileSystem, ReaderConfig, count_rows, open_dataset  # noqa: E402
+from captioning.store import storage  # noqa: E402
+from captioning.model.training.petastorm_input import FsspecLegacyFileSystem, ReaderConfig, count_rows, open_dataset  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),  # petastorm uses pyarrow's legacy dataset

@@ -3,7 +3,7 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from captioning import storage
+from captioning.store import storage
 
 
 def test_s3_round_trip_listing_and_etag(s3_bucket, s3_endpoint):

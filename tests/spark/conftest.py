@@ -7,7 +7,7 @@ import pytest
 @pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory):
     """A small sample dataset with the real files' quirks (shared, read-only)."""
-    from captioning.sample_data import SampleConfig, generate_sample_dataset
+    from captioning.data.sample_dataset import SampleConfig, generate_sample_dataset
 
     root = tmp_path_factory.mktemp("sample") / "flickr"
     summary = generate_sample_dataset(str(root), SampleConfig(num_images=80, seed=3, quirks=True, workers=1))
@@ -17,7 +17,9 @@ def sample_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pipeline(spark, sample_dataset, tmp_path_factory):
     """Prepared captions, a feature store and a briefly trained small model (shared)."""
-    from captioning.jobs import extract_features, prepare_captions, train_decoder
+    from captioning.pipeline import extract_features
+    from captioning.pipeline import prepare_captions
+    from captioning.pipeline import train_decoder
 
     root, _ = sample_dataset
     work = tmp_path_factory.mktemp("pipeline")

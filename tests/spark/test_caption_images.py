@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from captioning import storage
-from captioning.jobs import caption_images
+from captioning.store import storage
+from captioning.pipeline import caption_images
 
 from .images_kit import make_image_folder
 
@@ -58,7 +58,7 @@ def test_every_object_gets_exactly_one_row_with_a_reason(first_run, bucket_folde
             assert (row.status, row.error) == ("error", reason) and row.caption is None, uri
     note = rows.loc[os.path.join(folder, "notes.txt")]
     assert (note.status, note.error) == ("skipped", "not_an_image_name")
-    from captioning.model_dir import read_info
+    from captioning.model.model_dir import read_info
 
     assert set(rows.model_id) == {read_info(pipeline["model"]).identity}
 
@@ -110,7 +110,7 @@ def test_killed_run_leaves_nothing_visible_and_next_run_completes(spark, pipelin
     folder, output = str(tmp_path / "in"), str(tmp_path / "out")
     expected = make_image_folder(folder, summary.images_uri, good=40, bad=False, nested=False)
     args = ["--input", folder, "--model", pipeline["model"], "--output", output, "--search", "greedy", "--batch-size", "4", "--images-per-partition", "2"]
-    process = subprocess.Popen([sys.executable, "-m", "captioning.jobs.caption_images", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "captioning.pipeline.caption_images", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and process.poll() is None:

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    from captioning import demo
+    from captioning.pipeline import demo
 
     workdir = tmp_path_factory.mktemp("demo")
     argv = ["--workdir", str(workdir), "--images", "60", "--unseen", "6", "--epochs", "1"]

@@ -5,9 +5,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from captioning import storage
-from captioning.feature_store import decode_vectors, read_manifest
-from captioning.jobs import extract_features
+from captioning.store import storage
+from captioning.store.feature_store import decode_vectors, read_manifest
+from captioning.pipeline import extract_features
 
 from .images_kit import make_image_folder
 
@@ -53,8 +53,8 @@ def test_manifest_describes_the_model_and_vectors_match_the_encoder(extracted):
     vectors = decode_vectors(list(ok.features), manifest.dtype, manifest.feature_dim)
     assert vectors.shape == (len(ok), 576) and np.isfinite(vectors).all()
 
-    from captioning.encoder import EncoderConfig, build_encoder, make_batch_featurizer
-    from captioning.images import decode_image
+    from captioning.model.encoder import EncoderConfig, build_encoder, make_batch_featurizer
+    from captioning.data.images import decode_image
 
     featurize = make_batch_featurizer(build_encoder(EncoderConfig(backbone="mobilenetv3small", weights="none")))
     first = ok.iloc[0]

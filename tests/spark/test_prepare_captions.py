@@ -3,10 +3,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from captioning import storage
-from captioning.datasets import load_dataset
-from captioning.jobs import prepare_captions
-from captioning.vocab import Vocabulary
+from captioning.store import storage
+from captioning.data.flickr8k import load_dataset
+from captioning.pipeline import prepare_captions
+from captioning.data.vocab import Vocabulary
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def test_training_pipeline_steps_run_locally(spark, sample_dataset, tmp_path):
         name, arguments = job_and_arguments(argv)
         if name == "prepare_captions":
             arguments += ["--min-count", "3"]  # the 80-image sample is too small for the default 10
-        assert importlib.import_module(f"captioning.jobs.{name}").main(arguments, spark=spark) == 0, state
+        assert importlib.import_module(f"captioning.pipeline.{name}").main(arguments, spark=spark) == 0, state
     produced = sorted(os.listdir(tmp_path / "run"))
     assert produced, "the steps wrote nothing under the execution's output"
     assert any(os.path.exists(os.path.join(dirpath, "metrics.json")) for dirpath, _, _ in os.walk(tmp_path / "run"))

@@ -8,10 +8,11 @@ import time
 import pytest
 from PIL import Image
 
-from captioning import storage
-from captioning.jobs import evaluate, train_decoder
-from captioning.model_dir import read_info
-from captioning.vocab import Vocabulary
+from captioning.store import storage
+from captioning.pipeline import evaluate
+from captioning.pipeline import train_decoder
+from captioning.model.model_dir import read_info
+from captioning.data.vocab import Vocabulary
 
 from .conftest import SMALL_MODEL
 
@@ -45,7 +46,7 @@ def test_training_again_continues_from_the_last_epoch(spark, pipeline, tmp_path)
 def test_killed_training_resumes_from_its_checkpoint(spark, pipeline, tmp_path):
     model = str(tmp_path / "model")
     args = ["--captions", pipeline["prepared"], "--features", pipeline["features"], "--output", model, *SMALL_MODEL]
-    process = subprocess.Popen([sys.executable, "-m", "captioning.jobs.train_decoder", *args, "--epochs", "200", "--patience", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "captioning.pipeline.train_decoder", *args, "--epochs", "200", "--patience", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     state_file = os.path.join(model, "checkpoints", "state.json")
     try:
         deadline = time.time() + 240
@@ -95,7 +96,7 @@ def test_evaluation_scores_every_test_image_with_both_toolkits(evaluation, pipel
 
 
 def test_evaluation_refuses_features_of_another_model(spark, pipeline, tmp_path, capsys):
-    from captioning.feature_store import read_manifest, write_manifest
+    from captioning.store.feature_store import read_manifest, write_manifest
     import dataclasses
     import shutil
 

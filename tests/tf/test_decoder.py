@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from captioning.decoder import DecoderConfig, StepDecoder, build_training_model, feature_statistics, load_glove, set_feature_statistics
-from captioning.model_dir import load_weights, save_weights
+from captioning.model.decoder import DecoderConfig, StepDecoder, build_training_model, feature_statistics, load_glove, set_feature_statistics
+from captioning.model.model_dir import load_weights, save_weights
 
 CONFIG = DecoderConfig(vocab_size=30, max_length=9, feature_dim=12, embedding_dim=8, units=16, hidden_units=20)
 

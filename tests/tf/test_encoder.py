@@ -19,8 +19,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from captioning import encoder, storage  # noqa: E402
-from captioning.encoder import (  # noqa: E402
+from captioning.model import encoder
+from captioning.store import storage  # noqa: E402
+from captioning.model.encoder import (  # noqa: E402
     BACKBONES,
     EncoderConfig,
     EncoderWeightsError,
@@ -106,7 +107,7 @@ _WORKER = textwrap.dedent(
     """
     import hashlib, sys
     import numpy as np
-    from captioning.encoder import EncoderConfig, build_encoder, make_batch_featurizer
+    from captioning.model.encoder import EncoderConfig, build_encoder, make_batch_featurizer
     config = EncoderConfig(backbone="mobilenetv3small", weights="none", seed=0)
     model = build_encoder(config)
     weights = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
@@ -321,5 +322,5 @@ def test_configure_tensorflow_and_mixed_precision_build():
 
 
 def test_importing_the_module_does_not_start_tensorflow():
-    code = "import sys, captioning.encoder; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    code = "import sys, captioning.model.encoder; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,7 +17,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("petastorm")
 
-from captioning.reader import ReaderConfig, count_rows, open_dataset, parquet_files  # noqa: E402
+from captioning.model.training.petastorm_input import ReaderConfig, count_rows, open_dataset, parquet_files  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),  # petastorm uses pyarrow's legacy dataset
@@ -179,7 +179,7 @@ def test_wrong_feature_dim_fails_with_a_clear_message(view):
 
 
 def test_missing_folder_names_the_uri(tmp_path):
-    from captioning.storage import MissingInputError
+    from captioning.store.storage import MissingInputError
 
     with pytest.raises(MissingInputError, match="nowhere"):
         count_rows(str(tmp_path / "nowhere"))
@@ -251,8 +251,8 @@ def test_trim_padding_cuts_each_batch_after_its_longest_caption(tmp_path):
 
 def test_trimmed_batches_give_the_same_loss_and_gradients(view):
     """Dropping all-padding positions changes neither the loss nor any gradient."""
-    from captioning.decoder import DecoderConfig, build_training_model, compile_model
-    from captioning.reader import trim_padding
+    from captioning.model.decoder import DecoderConfig, build_training_model, compile_model
+    from captioning.model.training.petastorm_input import trim_padding
 
     folder, _, _ = view
     with open_dataset(folder, config(batch_size=16)) as dataset:

@@ -13,8 +13,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from captioning.search import SearchConfig, search  # noqa: E402
-from captioning.tf_search import make_search_fn, run_search  # noqa: E402
+from captioning.model.search.reference import SearchConfig, search  # noqa: E402
+from captioning.model.search.compiled import make_search_fn, run_search  # noqa: E402
 
 END = 3
 FEATURES, HIDDEN, VOCAB = 6, 8, 12
@@ -56,7 +56,7 @@ def sigmoid(x):
 
 
 class NumpyLstm:
-    """The reference decoder for :func:`captioning.search.search`."""
+    """The reference decoder for :func:`captioning.model.search.reference.search`."""
 
     def __init__(self, w: LstmWeights):
         self.w = w

@@ -1,7 +1,7 @@
 """The data-parallel launcher refuses settings a barrier stage cannot run under."""
 import pytest
 
-from captioning.distributed import WorkerRole, check_barrier_settings
+from captioning.cluster.barrier import WorkerRole, check_barrier_settings
 
 
 @pytest.mark.parametrize("value", ["true", "TRUE", " true "])

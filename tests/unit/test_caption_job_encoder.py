@@ -3,9 +3,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from captioning.encoder import EncoderConfig, encoder_identity
-from captioning.jobrunner import InputError
-from captioning.jobs.caption_images import CaptionJobConfig, encoder_for_model
+from captioning.model.encoder import EncoderConfig, encoder_identity
+from captioning.pipeline.runner import InputError
+from captioning.pipeline.caption_images import CaptionJobConfig, encoder_for_model
 
 JOB = CaptionJobConfig(inputs=("images/",), model_uri="models/v1", output_uri="captions/")
 

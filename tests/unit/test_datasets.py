@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from captioning import datasets
-from captioning.datasets import (
+from captioning.data import flickr8k as datasets
+from captioning.data.flickr8k import (
     ISSUE_KINDS,
     SPLIT_FILES,
     CaptionRecord,

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from captioning.demo import RECIPE_FILE, build_parser, claim_workdir, recipe_of
-from captioning.jobrunner import InputError
+from captioning.pipeline.demo import RECIPE_FILE, build_parser, claim_workdir, recipe_of
+from captioning.pipeline.runner import InputError
 
 
 def recipe(*argv: str) -> dict:

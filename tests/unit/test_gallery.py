@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
-from captioning import gallery
+from captioning.report import gallery
 
 VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 

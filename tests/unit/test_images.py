@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.images import (
+from captioning.data.images import (
     IMAGE_EXTENSIONS,
     REASONS,
     DecodeConfig,
@@ -406,5 +406,5 @@ def test_config_validation_and_round_trip():
 
 
 def test_module_does_not_import_tensorflow():
-    code = "import sys, captioning.images; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    code = "import sys, captioning.data.images; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

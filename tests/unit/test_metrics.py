@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from captioning.metrics import CocoEvalError, bleu_scores, coco_scores
+from captioning.report.metrics import CocoEvalError, bleu_scores, coco_scores
 
 REFERENCES = {
     "dog.jpg": [

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 PURE_MODULES = [
-    "captioning.text", "captioning.vocab", "captioning.datasets", "captioning.sample_data", "captioning.storage",
-    "captioning.images", "captioning.search", "captioning.metrics", "captioning.gallery", "captioning.feature_store",
-    "captioning.encoder", "captioning.cli",
+    "captioning.data.text", "captioning.data.vocab", "captioning.data.flickr8k", "captioning.data.sample_dataset", "captioning.store.storage",
+    "captioning.data.images", "captioning.model.search.reference", "captioning.report.metrics", "captioning.report.gallery", "captioning.store.feature_store",
+    "captioning.model.encoder", "captioning.cli",
 ]
 
 

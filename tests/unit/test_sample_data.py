@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import sample_data as sd
-from captioning.text import clean_caption
-from captioning.vocab import build_vocabulary
+from captioning.data import sample_dataset as sd
+from captioning.data.text import clean_caption
+from captioning.data.vocab import build_vocabulary
 
 ID_PATTERN = re.compile(r"^\d{9,10}_[0-9a-f]{10}\.jpg$")
 SMALL = sd.SampleConfig(num_images=48, seed=3)

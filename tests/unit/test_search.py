@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from captioning.search import SearchConfig, SearchResult, beam_search, greedy_search, length_penalty, search
+from captioning.model.search.reference import SearchConfig, SearchResult, beam_search, greedy_search, length_penalty, search
 
 PAD, UNK, START, END, A, B, C = range(7)
 VOCAB = 7

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from captioning import storage
+from captioning.store import storage
 
 
 def test_local_write_read_list_and_delete(tmp_path):

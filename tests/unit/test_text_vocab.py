@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from captioning.text import CleaningConfig, clean_caption
-from captioning.vocab import RESERVED, Vocabulary, build_vocabulary
+from captioning.data.text import CleaningConfig, clean_caption
+from captioning.data.vocab import RESERVED, Vocabulary, build_vocabulary
 
 
 def test_cleaning_reproduces_original_rules():

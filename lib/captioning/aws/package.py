@@ -35,7 +35,7 @@ from pathlib import Path
 
 from captioning.aws import layout
 
-BUILD_INPUTS = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "lib", "jobs")
+BUILD_INPUTS = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "lib")
 NODE_EXTRAS = ("spark", "tf", "metrics")
 MANIFEST_FORMAT = "captioning.emr-artifacts/1"
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -155,7 +155,7 @@ def _prepare_dist_dir(dist_dir: Path) -> None:
 
 
 def job_scripts(project_root: Path) -> list[Path]:
-    return sorted(p for p in (project_root / "jobs").glob("*.py") if p.name != "__init__.py")
+    return sorted((project_root / "jobs").glob("*.py"))
 
 
 def build_dist(project_root: Path | str, dist_dir: Path | str) -> Dist:

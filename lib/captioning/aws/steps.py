@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
 from captioning.aws import layout
+from captioning.cli import Command, command, stages
 
 
 class StepArgumentError(ValueError):
@@ -68,14 +69,21 @@ Value = Union[str, int, float, bool, Ref, Fmt, Splice, Sequence[str]]
 
 @dataclass(frozen=True)
 class Job:
-    """A pipeline job: its ``captioner`` name, module and entry script file name."""
+    """A pipeline stage as a cluster runs it: its ``captioner`` command and entry script."""
 
-    name: str
-    module: str
+    command: Command
+
+    @property
+    def name(self) -> str:
+        return self.command.name
+
+    @property
+    def module(self) -> str:
+        return self.command.module
 
     @property
     def script(self) -> str:
-        return self.module.rsplit(".", 1)[1] + ".py"
+        return self.command.script
 
     @property
     def script_path(self) -> str:
@@ -84,12 +92,11 @@ class Job:
 
 
 def job(name: str) -> Job:
-    """The job ``captioner <name>`` runs (the table in captioning.cli)."""
-    from captioning.cli import JOBS
-
-    if name not in JOBS or not JOBS[name][0].startswith("captioning.jobs."):
-        raise StepArgumentError(f"{name!r} is not a pipeline job (known: {', '.join(n for n, (m, _) in JOBS.items() if m.startswith('captioning.jobs.'))})")
-    return Job(name, JOBS[name][0])
+    """The stage ``captioner <name>`` runs (the registry in captioning.cli)."""
+    chosen = command(name)
+    if chosen is None or not chosen.stage:
+        raise StepArgumentError(f"{name!r} is not a pipeline stage (known: {', '.join(c.name for c in stages())})")
+    return Job(chosen)
 
 
 def job_parser(name: str) -> argparse.ArgumentParser:

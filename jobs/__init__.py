@@ -1,1 +1,0 @@
-"""spark-submit entry points, one per pipeline stage (installed as ``captioning.jobs``)."""

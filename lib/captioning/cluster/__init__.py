@@ -1,0 +1,1 @@
+"""Where Spark runs: the session builder, Spark barrier stages for TensorFlow workers, a local standalone cluster."""

@@ -1,0 +1,1 @@
+"""The captioning model: CNN encoder, caption decoders, search, training, and the model directory that holds a trained decoder."""

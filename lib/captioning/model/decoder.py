@@ -1,0 +1,172 @@
+"""The caption decoder: the original project's "merge" model, trained with teacher forcing.
+
+Training model::
+
+    features (B, D) ─ Dropout ─ Dense(image_units, relu) ──────────────┐ (B, 1, U) broadcast
+    input_ids (B, T) ─ Embedding(E) ─ Dropout ─ LSTM(U, sequences) ─ add ─ Dense(hidden, relu) ─ Dense(V) logits (B, T, V)
+
+One forward pass scores every prefix of a caption at once: the LSTM output at step t has
+read words 0..t, which is exactly the original's "prefix -> next word" sample, without
+expanding a caption of n words into n samples. Padding sits after the caption, and the LSTM
+is causal, so padding never changes a real position; the loss ignores padded targets
+through sample weights (no masking layer, which keeps the fused cuDNN kernel usable).
+T may be shorter than max_length - 1: training batches drop the positions where every
+caption is padding (``captioning.model.training.petastorm_input.trim_padding``), work that changes nothing.
+
+Inference uses the same layers one word at a time through :class:`StepDecoder`
+(``initial_state`` / ``step``), which the search in :mod:`captioning.model.search.compiled` drives.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from captioning.store import storage
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    vocab_size: int
+    max_length: int  # token ids per caption incl. startseq/endseq (the table's padded length)
+    feature_dim: int  # length of the image vectors (2048 for ResNet50)
+    embedding_dim: int = 200  # the original used 200-d GloVe vectors
+    units: int = 256  # LSTM units; also the width of the image projection (they are added)
+    hidden_units: int = 512  # the Dense(512, relu) after the merge
+    dropout: float = 0.5  # on image vectors and embeddings, as the original
+    train_embeddings: bool = True  # False freezes them (the original froze GloVe)
+    normalize_features: bool = True  # standardise image vectors with training-set statistics
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DecoderConfig":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | None = None):
+    """Keras model ((features, input_ids) -> logits over the vocabulary at every position)."""
+    import keras
+    from keras import layers
+
+    features = keras.Input((config.feature_dim,), name="features")  # (B, D)
+    # (B, T): any T up to max_length - 1, so training batches can drop their all-padding tail
+    input_ids = keras.Input((None,), dtype="int32", name="input_ids")
+
+    image = features
+    if config.normalize_features:
+        image = layers.Normalization(name="feature_norm")(image)  # (B, D): (x - mean) / std
+    image = layers.Dropout(config.dropout, name="image_dropout")(image)  # (B, D)
+    image = layers.Dense(config.units, activation="relu", name="image_dense")(image)  # (B, U)
+
+    embedding = layers.Embedding(
+        config.vocab_size,
+        config.embedding_dim,
+        name="embedding",
+        trainable=config.train_embeddings,
+        embeddings_initializer=keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None else "uniform",
+    )
+    words = embedding(input_ids)  # (B, T, E)
+    words = layers.Dropout(config.dropout, name="word_dropout")(words)  # (B, T, E)
+    sequence = layers.LSTM(config.units, return_sequences=True, name="lstm")(words)  # (B, T, U)
+
+    merged = layers.Add(name="merge")([sequence, layers.Reshape((1, config.units), name="image_time")(image)])  # (B, T, U)
+    hidden = layers.Dense(config.hidden_units, activation="relu", name="hidden")(merged)  # (B, T, H)
+    logits = layers.Dense(config.vocab_size, name="logits", dtype="float32")(hidden)  # (B, T, V)
+    return keras.Model([features, input_ids], logits, name="merge_decoder")
+
+
+def set_feature_statistics(model, mean: np.ndarray, variance: np.ndarray, count: int) -> None:
+    """Store the training features' per-dimension mean and variance in the model.
+
+    CNN vectors are not centred and their dimensions differ in scale by orders of magnitude
+    (random-initialised backbones especially); standardising them lets the image branch
+    learn as fast as the word branch. The statistics are weights of the model, so they
+    travel with the weights file and inference applies exactly the same transform.
+    """
+    layer = model.get_layer("feature_norm")
+    layer.set_weights([np.asarray(mean, np.float32), np.maximum(np.asarray(variance, np.float32), 1e-6), np.asarray(count)])
+    layer.finalize_state()
+
+
+def feature_statistics(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mean (D,), variance (D,), count) of image vectors (N, D), in float64 for accuracy."""
+    vectors = np.asarray(vectors, np.float64)
+    return vectors.mean(axis=0), vectors.var(axis=0), len(vectors)
+
+
+def compile_model(model, learning_rate: float) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        # per-word cross-entropy: padded positions have weight 0 and do not dilute the mean
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+class StepDecoder:
+    """The trained layers run one word at a time, for batched search.
+
+    ``initial_state(features)`` -> (image (B, U), h (B, U), c (B, U)), features normalised
+    exactly as in training;
+    ``step(word_ids (B,), state)`` -> (log_probs (B, V), state).
+    Dropout is inactive (inference), so results are deterministic.
+    """
+
+    def __init__(self, model):
+        names = {layer.name for layer in model.layers}
+        self.feature_norm = model.get_layer("feature_norm") if "feature_norm" in names else None
+        self.image_dense = model.get_layer("image_dense")
+        self.embedding = model.get_layer("embedding")
+        self.cell = model.get_layer("lstm").cell
+        self.hidden = model.get_layer("hidden")
+        self.logits = model.get_layer("logits")
+        self.units = model.get_layer("lstm").units
+
+    def initial_state(self, features):
+        import tensorflow as tf
+
+        features = tf.cast(features, tf.float32)  # (B, D)
+        if self.feature_norm is not None:
+            features = self.feature_norm(features)  # (B, D)
+        image = self.image_dense(features)  # (B, U)
+        zeros = tf.zeros_like(image)  # (B, U)
+        return (image, zeros, zeros)
+
+    def step(self, word_ids, state):
+        import tensorflow as tf
+
+        image, h, c = state
+        words = self.embedding(word_ids)  # (B, E)
+        output, (h, c) = self.cell(words, [h, c], training=False)  # (B, U), (B, U), (B, U)
+        hidden = self.hidden(output + image)  # (B, H)
+        log_probs = tf.nn.log_softmax(tf.cast(self.logits(hidden), tf.float32))  # (B, V)
+        return log_probs, (image, h, c)
+
+
+def load_glove(uri: str, words: tuple[str, ...], dim: int, seed: int = 0) -> tuple[np.ndarray, int]:
+    """Embedding matrix (V, dim) from a GloVe text file (``word v1 .. vdim`` per line).
+
+    Words the file lacks get small random vectors (seeded); padding gets zeros. Returns the
+    matrix and how many vocabulary words were found.
+    """
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(0.0, 0.1, size=(len(words), dim)).astype(np.float32)
+    matrix[0] = 0.0
+    index = {w: i for i, w in enumerate(words)}
+    found = 0
+    for number, line in storage.iter_lines(uri):
+        parts = line.rstrip().split(" ")
+        if len(parts) < 2 or parts[0] not in index:
+            continue
+        if len(parts) != dim + 1:
+            raise ValueError(f"{uri}:{number}: {len(parts) - 1} values for {parts[0]!r}, expected {dim} (--embedding-dim must match the GloVe file)")
+        matrix[index[parts[0]]] = np.asarray(parts[1:], dtype=np.float32)
+        found += 1
+    if found == 0:
+        raise ValueError(f"{uri}: no vocabulary word found; expected a GloVe text file ('word v1 ... v{dim}' per line)")
+    return matrix, found

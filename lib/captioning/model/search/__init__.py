@@ -1,0 +1,1 @@
+"""Caption search over a step model: the numpy reference and the compiled TensorFlow version used in production."""

@@ -1,0 +1,218 @@
+"""Greedy and beam caption search compiled with TensorFlow, batched over many images.
+
+Why: the numpy search in :mod:`captioning.model.search.reference` calls the decoder once per step from
+Python, which is fine for tests but slow when a Spark task captions thousands of images.
+Here the whole search for a batch of images (and all their beams) is one ``tf.function``
+with a ``tf.while_loop``; the batch dimension of its input signature is ``None``, so each
+(search config, decoder) pair is traced once and then runs on any batch size.
+
+The decoder is seen only through two TensorFlow functions:
+
+* ``initial_state_fn(features) -> state``: a non-empty tuple of tensors [B, ...];
+* ``step_fn(word_ids int32 [N], state [N, ...]) -> (log_probs float [N, V], new_state)``.
+
+The search rules (stopping, scoring, length penalty, tie-breaking, frozen finished beams)
+are exactly those documented in :mod:`captioning.model.search.reference`, which is the reference the
+tests compare this module against. Beam search keeps the state flattened as [B*K, ...]
+(beam k of image b at row b*K + k) and gathers it by parent beam after every step.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from captioning.model.search.reference import SearchConfig, SearchResult
+
+State = tuple  # of tf.Tensor, each with leading dimension B (or B*K in beam search)
+StepFn = Callable[[tf.Tensor, State], tuple]  # (word_ids [N], state) -> (log_probs [N, V], state)
+InitialStateFn = Callable[[Any], State]  # features [B, ...] -> state
+
+
+def make_search_fn(
+    step_fn: StepFn,
+    initial_state_fn: InitialStateFn,
+    feature_spec: Any,
+    config: SearchConfig,
+    *,
+    start_id: int = 2,
+    end_id: int = 3,
+    pad_id: int = 0,
+) -> Any:
+    """Compile the search ``config`` names into a ``tf.function`` of the image features.
+
+    ``feature_spec`` is a ``tf.TensorSpec`` (or a nest of them) whose first dimension is
+    ``None``. The returned function maps features to a dict of tensors:
+
+    * ``token_ids`` int32 [B, max_length]: the caption's word ids, then ``pad_id``;
+    * ``lengths`` int32 [B]: number of words in the caption (endseq not counted);
+    * ``log_probs`` float32 [B]: sum of log-probabilities of the emitted tokens;
+    * ``scores`` float32 [B]: the length-normalised score;
+    * ``ended`` bool [B]: whether endseq was emitted (False: cut at max_length).
+
+    :func:`results_from_outputs` turns that dict into :class:`SearchResult` objects.
+    """
+    for spec in tf.nest.flatten(feature_spec):
+        if not isinstance(spec, tf.TensorSpec) or spec.shape.rank is None or spec.shape.rank < 1 or spec.shape[0] is not None:
+            raise ValueError(f"feature_spec must hold tf.TensorSpec objects with a None batch dimension, got {spec!r}")
+    ids = (start_id, end_id, pad_id)
+
+    if config.method == "greedy":
+
+        def run(features: Any) -> dict[str, tf.Tensor]:
+            return _greedy(step_fn, _initial_state(initial_state_fn, features), config, *ids)
+
+    else:
+
+        def run(features: Any) -> dict[str, tf.Tensor]:
+            return _beam(step_fn, _initial_state(initial_state_fn, features), config, *ids)
+
+    return tf.function(run, input_signature=[feature_spec])
+
+
+def results_from_outputs(outputs: Mapping[str, Any]) -> list[SearchResult]:
+    """The dict a compiled search returns, as one :class:`SearchResult` per image."""
+    token_ids = np.asarray(outputs["token_ids"])  # [B, T]
+    lengths = np.asarray(outputs["lengths"])  # [B]
+    log_probs = np.asarray(outputs["log_probs"])  # [B]
+    scores = np.asarray(outputs["scores"])  # [B]
+    ended = np.asarray(outputs["ended"])  # [B]
+    return [
+        SearchResult(
+            token_ids=tuple(int(t) for t in token_ids[b, : lengths[b]]),
+            log_prob=float(log_probs[b]),
+            score=float(scores[b]),
+            ended=bool(ended[b]),
+        )
+        for b in range(token_ids.shape[0])
+    ]
+
+
+def run_search(search_fn: Any, features: Any) -> list[SearchResult]:
+    """Caption a batch of images with a function from :func:`make_search_fn`."""
+    return results_from_outputs(search_fn(features))
+
+
+def length_penalty(lengths: tf.Tensor, alpha: float) -> tf.Tensor:
+    """GNMT length penalty ``((5 + length) / 6) ** alpha`` as float32, same shape as ``lengths``."""
+    return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
+
+
+def _initial_state(initial_state_fn: InitialStateFn, features: Any) -> State:
+    state = tuple(initial_state_fn(features))
+    if not state:
+        raise ValueError("initial_state_fn must return a non-empty tuple of tensors (their leading dim is the batch size)")
+    return state
+
+
+def _step(step_fn: StepFn, words: tf.Tensor, state: State) -> tuple[tf.Tensor, State]:
+    log_probs, new_state = step_fn(words, state)
+    return tf.cast(log_probs, tf.float32), tuple(new_state)  # [N, V], each [N, ...]
+
+
+def _write_column(tokens: tf.Tensor, t: tf.Tensor, words: tf.Tensor) -> tf.Tensor:
+    """``tokens[..., t] = words`` for tokens [..., T] and words [...]."""
+    column = tf.equal(tf.range(tf.shape(tokens)[-1]), t)  # [T]
+    return tf.where(column, words[..., None], tokens)  # [..., T]
+
+
+def _outputs(tokens: tf.Tensor, sums: tf.Tensor, lengths: tf.Tensor, ended: tf.Tensor, alpha: float, pad_id: int) -> dict[str, tf.Tensor]:
+    """Final dict from the chosen sequences: tokens [B, T], sums/lengths/ended [B]."""
+    words = lengths - tf.cast(ended, tf.int32)  # [B] caption words, endseq not counted
+    in_caption = tf.range(tf.shape(tokens)[1])[None, :] < words[:, None]  # [B, T]
+    return {
+        "token_ids": tf.where(in_caption, tokens, pad_id),  # [B, T]
+        "lengths": words,  # [B]
+        "log_probs": sums,  # [B]
+        "scores": sums / length_penalty(lengths, alpha),  # [B]
+        "ended": ended,  # [B]
+    }
+
+
+def _greedy(step_fn: StepFn, state: State, config: SearchConfig, start_id: int, end_id: int, pad_id: int) -> dict[str, tf.Tensor]:
+    """Most probable next word for every image, in one while loop over time steps."""
+    batch = tf.shape(state[0])[0]  # scalar B
+    max_length = config.max_length
+
+    def keep_going(t, words, state, tokens, sums, lengths, finished):
+        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))  # scalar
+
+    def advance(t, words, state, tokens, sums, lengths, finished):
+        log_probs, state = _step(step_fn, words, state)  # [B, V], each [B, ...]
+        best_log_prob, best = tf.math.top_k(log_probs, k=1)  # [B, 1], [B, 1]; ties -> lowest id
+        words = tf.where(finished, pad_id, best[:, 0])  # [B]
+        sums = sums + tf.where(finished, 0.0, best_log_prob[:, 0])  # [B]
+        lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)  # [B]
+        tokens = _write_column(tokens, t, words)  # [B, T]
+        finished = tf.logical_or(finished, tf.equal(words, end_id))  # [B]
+        return t + 1, words, state, tokens, sums, lengths, finished
+
+    loop_vars = (
+        tf.constant(0),  # scalar step t
+        tf.fill([batch], tf.constant(start_id, tf.int32)),  # [B] words fed next
+        state,  # each [B, ...]
+        tf.fill([batch, max_length], tf.constant(pad_id, tf.int32)),  # [B, T] emitted tokens
+        tf.zeros([batch], tf.float32),  # [B] log-prob sums
+        tf.zeros([batch], tf.int32),  # [B] emitted token counts
+        tf.zeros([batch], tf.bool),  # [B] endseq emitted
+    )
+    _, _, _, tokens, sums, lengths, finished = tf.while_loop(keep_going, advance, loop_vars, maximum_iterations=max_length)
+    return _outputs(tokens, sums, lengths, finished, config.length_alpha, pad_id)
+
+
+def _beam(step_fn: StepFn, state: State, config: SearchConfig, start_id: int, end_id: int, pad_id: int) -> dict[str, tf.Tensor]:
+    """``beam_width`` beams per image, all images and beams stepped together as [B*K] rows."""
+    width = config.beam_width
+    max_length = config.max_length
+    alpha = config.length_alpha
+    batch = tf.shape(state[0])[0]  # scalar B
+    state = tuple(tf.repeat(s, width, axis=0) for s in state)  # each [B*K, ...]
+    beam_offsets = tf.range(batch)[:, None] * width  # [B, 1] row of beam 0 of each image
+    first_sums = tf.constant([[0.0] + [-np.inf] * (width - 1)], tf.float32)  # [1, K] only beam 0 live
+
+    def keep_going(t, words, state, tokens, sums, lengths, finished):
+        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))  # scalar
+
+    def advance(t, words, state, tokens, sums, lengths, finished):
+        log_probs, state = _step(step_fn, words, state)  # [B*K, V], each [B*K, ...]
+        vocab = tf.shape(log_probs)[1]  # scalar V
+        log_probs = tf.reshape(log_probs, [batch, width, vocab])  # [B, K, V]
+        cand_sums, cand_lengths = _candidates(log_probs, sums, lengths, finished, pad_id)  # [B, K, V], [B, K]
+        cand_scores = cand_sums / length_penalty(cand_lengths, alpha)[:, :, None]  # [B, K, V]
+        _, top = tf.math.top_k(tf.reshape(cand_scores, [batch, width * vocab]), k=width)  # [B, K]; ties -> lowest index
+        parent = top // vocab  # [B, K] beam each winner extends
+        word = top % vocab  # [B, K] word it appends
+        sums = tf.gather(tf.reshape(cand_sums, [batch, width * vocab]), top, batch_dims=1)  # [B, K]
+        lengths = tf.gather(cand_lengths, parent, batch_dims=1)  # [B, K]
+        finished = tf.logical_or(tf.gather(finished, parent, batch_dims=1), tf.equal(word, end_id))  # [B, K]
+        tokens = _write_column(tf.gather(tokens, parent, batch_dims=1), t, word)  # [B, K, T]
+        rows = tf.reshape(beam_offsets + parent, [-1])  # [B*K] parent row of every new row
+        state = tuple(tf.gather(s, rows) for s in state)  # each [B*K, ...]
+        return t + 1, tf.reshape(word, [-1]), state, tokens, sums, lengths, finished  # words [B*K]
+
+    loop_vars = (
+        tf.constant(0),  # scalar step t
+        tf.fill([batch * width], tf.constant(start_id, tf.int32)),  # [B*K] words fed next
+        state,  # each [B*K, ...]
+        tf.fill([batch, width, max_length], tf.constant(pad_id, tf.int32)),  # [B, K, T] emitted tokens
+        tf.tile(first_sums, [batch, 1]),  # [B, K] log-prob sums
+        tf.zeros([batch, width], tf.int32),  # [B, K] emitted token counts
+        tf.zeros([batch, width], tf.bool),  # [B, K] endseq emitted
+    )
+    _, _, _, tokens, sums, lengths, finished = tf.while_loop(keep_going, advance, loop_vars, maximum_iterations=max_length)
+    # top_k returns beams sorted by normalised score, so beam 0 is each image's answer
+    return _outputs(tokens[:, 0], sums[:, 0], lengths[:, 0], finished[:, 0], alpha, pad_id)
+
+
+def _candidates(log_probs: tf.Tensor, sums: tf.Tensor, lengths: tf.Tensor, finished: tf.Tensor, pad_id: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Sum for every (beam, next word); a finished beam offers only itself plus padding.
+
+    log_probs [B, K, V], sums/lengths/finished [B, K] -> sums [B, K, V], lengths [B, K].
+    """
+    live = sums[:, :, None] + log_probs  # [B, K, V]
+    is_pad = tf.equal(tf.range(tf.shape(log_probs)[2]), pad_id)  # [V]
+    frozen = tf.where(is_pad[None, None, :], sums[:, :, None], -np.inf)  # [B, K, V]
+    cand_sums = tf.where(finished[:, :, None], frozen, live)  # [B, K, V]
+    cand_lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)  # [B, K]
+    return cand_sums, cand_lengths

@@ -1,0 +1,1 @@
+"""Decoder training: Petastorm input, checkpoints with resume and early stopping, single and data-parallel fitting."""

@@ -1,0 +1,1 @@
+"""What the pipeline reports: caption metrics and the HTML gallery."""

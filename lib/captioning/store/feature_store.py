@@ -1,0 +1,124 @@
+"""The feature store's self-description: which model made the vectors, and which Parquet
+parts hold the current rows.
+
+A store is a folder (or S3 prefix)::
+
+    <store>/_feature_store.json     this manifest; written last, atomically
+    <store>/parts/<run-id>/         Parquet written by one extraction run
+
+Readers (Spark, Petastorm) read exactly the parts the manifest lists, so a run that dies
+half-way leaves an unlisted part that nobody reads (the next run deletes it). Runs that
+only add images append a part; runs that see changed images rewrite one compacted part,
+so each image has exactly one row.
+
+Vectors are stored as raw little-endian bytes (float16 by default: half the size, and
+more than enough precision for pooled CNN activations) because Parquet as written by
+Spark has no half-precision type; every vector of a store has the same byte length.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from captioning.store import storage
+
+MANIFEST = "_feature_store.json"
+FORMAT = "captioning.feature-store/1"
+IDENTITY_KEYS = ("backbone", "input_size", "feature_dim", "pooling", "weights")
+
+
+class FeatureStoreMismatch(ValueError):
+    """Features made by another model than the one a stage expects."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    encoder: Mapping[str, Any]  # encoder_identity(): backbone, input_size, feature_dim, pooling, weights
+    dtype: str  # "float16" or "float32"
+    parts: tuple[str, ...]  # part folder names under parts/
+    rows: int = 0
+    errors: int = 0
+    history: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)  # one summary per run
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.encoder["feature_dim"])
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["format"] = FORMAT
+        return json.dumps(data, indent=1, default=list)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> "Manifest":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise FeatureStoreMismatch(f"{source}: not a feature store manifest ({error})") from error
+        if data.get("format") != FORMAT:
+            raise FeatureStoreMismatch(f"{source}: format {data.get('format')!r}, expected {FORMAT!r}")
+        return cls(
+            encoder=dict(data["encoder"]),
+            dtype=data["dtype"],
+            parts=tuple(data["parts"]),
+            rows=int(data.get("rows", 0)),
+            errors=int(data.get("errors", 0)),
+            history=tuple(data.get("history", ())),
+        )
+
+
+def manifest_uri(store_uri: str) -> str:
+    return storage.join(store_uri, MANIFEST)
+
+
+def part_uri(store_uri: str, part: str) -> str:
+    return storage.join(store_uri, "parts", part)
+
+
+def read_manifest(store_uri: str) -> Manifest | None:
+    uri = manifest_uri(store_uri)
+    if not storage.exists(uri):
+        return None
+    return Manifest.from_json(storage.read_text(uri), uri)
+
+
+def require_manifest(store_uri: str) -> Manifest:
+    manifest = read_manifest(store_uri)
+    if manifest is None:
+        raise FeatureStoreMismatch(f"{store_uri}: no feature store here ({MANIFEST} missing); run extract-features first, or check the URI")
+    return manifest
+
+
+def write_manifest(store_uri: str, manifest: Manifest) -> None:
+    storage.write_text(manifest_uri(store_uri), manifest.to_json())
+
+
+def identity_differences(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences on the keys that decide whether vectors are comparable."""
+    out = []
+    for key in IDENTITY_KEYS:
+        a, b = expected.get(key), actual.get(key)
+        if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+            a, b = list(a or ()), list(b or ())
+        if a != b:
+            out.append(f"{key}: {b!r} here, {a!r} expected")
+    return out
+
+
+def check_identity(store_uri: str, expected: Mapping[str, Any], actual: Mapping[str, Any], remedy: str) -> None:
+    differences = identity_differences(expected, actual)
+    if differences:
+        raise FeatureStoreMismatch(f"{store_uri}: features were made by another model ({'; '.join(differences)}); {remedy}")
+
+
+def encode_vector(vector: np.ndarray, dtype: str) -> bytes:
+    return np.asarray(vector, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
+def decode_vectors(blobs, dtype: str, dim: int) -> np.ndarray:
+    """Stack raw vector bytes into a float32 array of shape (n, dim)."""
+    flat = np.frombuffer(b"".join(blobs), dtype=np.dtype(dtype).newbyteorder("<"))
+    return flat.reshape(-1, dim).astype(np.float32)
