@@ -88,10 +88,12 @@ class ImageSet:
 def source_images(dataset: str | None, count: int, workdir: str, seed: int = 0) -> list[str]:
     """At least ``count`` local image paths, sorted: from ``dataset`` or a generated sample."""
     from captioning.store import storage
-    from captioning.pipeline.extract_features import image_folder, list_images
+    from captioning.data.layout import image_folder
+    from captioning.pipeline.extract_features import list_images
 
     if dataset is None:
-        from captioning.data.sample_dataset import SampleConfig, generate_sample_dataset
+        from captioning.data.sample.config import SampleConfig
+        from captioning.data.sample.generate import generate_sample_dataset
 
         dataset = os.path.join(workdir, "sample")
         note(f"generating a sample dataset of {count} images in {dataset}")

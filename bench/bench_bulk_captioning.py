@@ -103,7 +103,8 @@ def train_small_model(spark, folder: str, args: argparse.Namespace) -> str:
     from captioning.pipeline import extract_features
     from captioning.pipeline import prepare_captions
     from captioning.pipeline import train_decoder
-    from captioning.data.sample_dataset import SampleConfig, generate_sample_dataset
+    from captioning.data.sample.config import SampleConfig
+    from captioning.data.sample.generate import generate_sample_dataset
 
     paths = {name: os.path.join(folder, name) for name in ("sample", "prepared", "features", "model")}
     generate_sample_dataset(paths["sample"], SampleConfig(num_images=args.train_images, seed=args.seed + 1))
@@ -115,10 +116,10 @@ def train_small_model(spark, folder: str, args: argparse.Namespace) -> str:
 
 def model_encoder(model: str, args: argparse.Namespace):
     """The CNN (EncoderConfig) caption-images will use for ``model``, as the job derives it."""
-    from captioning.pipeline.caption_images import CaptionJobConfig, encoder_for_model
+    from captioning.model.captioner import encoder_for
     from captioning.model.model_dir import read_info
 
-    return encoder_for_model(read_info(model), CaptionJobConfig(inputs=(), model_uri=model, output_uri="", backbone_weights=args.backbone_weights, batch_size=args.batch_size))
+    return encoder_for(read_info(model), args.backbone_weights, args.batch_size)
 
 
 def extract_argv(encoder, input_folder: str, output: str, batch_size: int) -> list[str]:
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         return memory_child(args)
     if args.images < 1 or args.batch_size < 1 or args.train_images < 10:
         raise SystemExit("error: --images and --batch-size must be positive, --train-images at least 10")
-    from captioning.model.encoder import backbone_spec
+    from captioning.model.encoder_spec import backbone_spec
 
     backbone_spec(args.backbone)  # unknown names fail before any work
     if args.model and not os.path.exists(os.path.join(args.model, "config.json")) and "://" not in args.model:

@@ -28,7 +28,7 @@ the same trained weights (the model directory's ``model.weights.h5``):
   ``--original-images`` images only (the table says how many). One warm-up ``predict``
   before the clock starts keeps Keras' one-off setup out of its time.
 * batched greedy: ``captioning.model.captioner.Captioner`` with a greedy ``SearchConfig``
-  (``default_search``: at most L-1 tokens, as above), ``--batch-size`` images per call;
+  (the model's own maximum: at most L-1 tokens, as above), ``--batch-size`` images per call;
   the whole search of a batch is one compiled ``tf.function``.
 * batched beam: the same with beam search of ``--beam-width`` (default 3).
 
@@ -83,7 +83,7 @@ def train_small_model(args: argparse.Namespace) -> str:
 
     from captioning.pipeline.runner import spark_for
     from captioning.pipeline.train_decoder import TrainJobConfig, run
-    from captioning.model.training.checkpoints import TrainConfig
+    from captioning.model.training.fit import TrainConfig
 
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> dict:
     load_start = round(os.getloadavg()[0], 2)
     model_uri = args.model or train_small_model(args)
 
-    from captioning.model.captioner import Captioner, default_search
+    from captioning.model.captioner import Captioner
+    from captioning.model.search.config import SearchConfig
     from captioning.model.model_dir import load_model, read_info
 
     info = read_info(model_uri)
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> dict:
     ids, vectors, distinct, manifest = read_vectors(features_uri, max(args.images, args.original_images))
     info.check_features(features_uri, manifest.encoder)
     vocabulary = info.vocabulary
-    greedy_config = default_search(info, "greedy")
+    greedy_config = SearchConfig(method="greedy").for_model(info.decoder.max_length - 1)
     max_tokens = greedy_config.max_length
     prefix_length = info.decoder.max_length - 1
 
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> dict:
     greedy_captioner = Captioner(info, greedy_config)
     build_seconds = time.time() - began
     greedy = time_batched(greedy_captioner, vectors[: args.images], args.batch_size, args.repeats)
-    beam_captioner = Captioner(info, default_search(info, "beam", beam_width=args.beam_width))
+    beam_captioner = Captioner(info, SearchConfig(method="beam", beam_width=args.beam_width))
     beam = time_batched(beam_captioner, vectors[: args.images], args.batch_size, args.repeats)
 
     # the subset's batched captions: the first images of the batched run, or one more batched call

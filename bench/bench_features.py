@@ -161,9 +161,10 @@ def batched_ceiling(featurize, pixels, batch_size: int) -> tuple[float, object]:
 def throughput(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from captioning.model.encoder import EncoderConfig, build_encoder, configure_tensorflow, make_batch_featurizer
+    from captioning.model.encoder_spec import EncoderConfig
+    from captioning.model.encoder import build_encoder, configure_tensorflow, make_batch_featurizer
     from captioning.data.images import DecodeConfig
-    from captioning.pipeline.transforms.features import FeatureConfig, partitions_for
+    from captioning.pipeline.reading import ImageReading
 
     results: dict = {"benchmark": "features-throughput", "args": vars(args)}
     count = args.images
@@ -221,7 +222,7 @@ def throughput(args: argparse.Namespace) -> dict:
             results["warmup_job_summary"] = warm_summary
             results["worker_probes"] = probes
             results["spark_parallelism"] = parallelism
-            results["spark_tasks_measured_job"] = partitions_for(count, FeatureConfig(), parallelism)
+            results["spark_tasks_measured_job"] = ImageReading().partitions_for(count, parallelism)
         finally:
             spark.stop()
         if summary.get("ok") != count:
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         return memory_child(args)
     if args.images < 1 or args.batch_size < 1:
         raise SystemExit("error: --images and --batch-size must be positive")
-    from captioning.model.encoder import backbone_spec
+    from captioning.model.encoder_spec import backbone_spec
 
     backbone_spec(args.backbone)  # unknown names fail before any work
     results = memory(args) if args.memory else throughput(args)

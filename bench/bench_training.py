@@ -277,9 +277,11 @@ def train_original(train: Split, vocab_size: int, max_length: int, args: argpars
 
 def train_project(paths: dict, args: argparse.Namespace, spark, workdir: str) -> dict:
     """Run jobs/train_decoder.run into a fresh model directory; its history, views and last-epoch model."""
-    from captioning.model.training import checkpoints as training
+    from captioning.model.decoder import Architecture
+    from captioning.model.model_dir import ModelDir
+    from captioning.model.training import checkpoints
+    from captioning.model.training.fit import TrainConfig
     from captioning.pipeline.train_decoder import TrainJobConfig, run
-    from captioning.model.training.checkpoints import TrainConfig
 
     output = os.path.join(workdir, "project-model")
     config = TrainJobConfig(
@@ -287,21 +289,18 @@ def train_project(paths: dict, args: argparse.Namespace, spark, workdir: str) ->
         features_uri=paths["features"],
         output_uri=output,
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.epochs, seed=args.seed),
-        embedding_dim=args.embedding_dim,
-        units=args.units,
-        hidden_units=args.hidden_units,
+        architecture=Architecture(embedding_dim=args.embedding_dim, units=args.units, hidden_units=args.hidden_units),
         overwrite=True,  # a fresh run every time: the history must hold this run's epochs
     )
     began = time.time()
     summary = run(config, spark=spark)
     wall = time.time() - began
-    with open(os.path.join(output, "history.json")) as handle:
+    with open(ModelDir(output).history) as handle:
         history = json.load(handle)
-    with open(os.path.join(output, "data", "views.json")) as handle:
+    with open(ModelDir(output).views) as handle:
         views = json.load(handle)
-    checkpoints = os.path.join(output, "checkpoints")
-    state = training.read_state(checkpoints)
-    model = training.restore(checkpoints, state)  # the model after the last epoch (not the best one)
+    state = checkpoints.read_state(output)
+    model = checkpoints.restore(output, state)  # the model after the last epoch (not the best one)
     return {"summary": summary, "history": history, "views": views, "model": model, "job_seconds": wall, "output": output}
 
 

@@ -178,7 +178,8 @@ def _tasks_by_worker(cluster, new: set[tuple[int, str]]) -> dict[int, int]:
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
     """~60 sample images with the real files' quirks (shared, read-only)."""
-    from captioning.data.sample_dataset import SampleConfig, generate_sample_dataset
+    from captioning.data.sample.config import SampleConfig
+    from captioning.data.sample.generate import generate_sample_dataset
 
     root = tmp_path_factory.mktemp("cluster-sample") / "flickr"
     summary = generate_sample_dataset(str(root), SampleConfig(num_images=60, seed=3, quirks=True, workers=1))

@@ -50,14 +50,14 @@ def test_a_local_barrier_stage_gives_every_task_the_same_cluster(spark):
 def test_only_the_chief_callback_writes(tmp_path):
     import keras
 
-    from captioning.model.training.checkpoints import TrainConfig, make_epoch_callback, new_state
+    from captioning.model.training.checkpoints import make_epoch_callback, new_state
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     model.compile(optimizer="adam", loss="mse")
     for chief in (False, True):
         out = tmp_path / ("chief" if chief else "other")
-        callback = make_epoch_callback(str(out / "checkpoints"), str(out), new_state("f"), TrainConfig(epochs=2), is_chief=chief)
+        callback = make_epoch_callback(str(out), new_state("f"), epochs=2, patience=3, is_chief=chief)
         callback.set_model(model)
         for epoch in range(2):
             callback.on_epoch_begin(epoch)

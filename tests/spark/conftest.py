@@ -7,7 +7,8 @@ import pytest
 @pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory):
     """A small sample dataset with the real files' quirks (shared, read-only)."""
-    from captioning.data.sample_dataset import SampleConfig, generate_sample_dataset
+    from captioning.data.sample.config import SampleConfig
+    from captioning.data.sample.generate import generate_sample_dataset
 
     root = tmp_path_factory.mktemp("sample") / "flickr"
     summary = generate_sample_dataset(str(root), SampleConfig(num_images=80, seed=3, quirks=True, workers=1))

@@ -53,7 +53,8 @@ def test_manifest_describes_the_model_and_vectors_match_the_encoder(extracted):
     vectors = decode_vectors(list(ok.features), manifest.dtype, manifest.feature_dim)
     assert vectors.shape == (len(ok), 576) and np.isfinite(vectors).all()
 
-    from captioning.model.encoder import EncoderConfig, build_encoder, make_batch_featurizer
+    from captioning.model.encoder_spec import EncoderConfig
+    from captioning.model.encoder import build_encoder, make_batch_featurizer
     from captioning.data.images import decode_image
 
     featurize = make_batch_featurizer(build_encoder(EncoderConfig(backbone="mobilenetv3small", weights="none")))

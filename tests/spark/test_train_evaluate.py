@@ -21,7 +21,7 @@ def test_model_directory_describes_itself(pipeline):
     info = read_info(pipeline["model"])
     prepared_vocab = Vocabulary.from_json(storage.read_text(os.path.join(pipeline["prepared"], "vocab.json")))
     assert info.vocabulary == prepared_vocab
-    assert info.decoder.vocab_size == prepared_vocab.size and info.decoder.units == 32
+    assert info.decoder.vocab_size == prepared_vocab.size and info.decoder.architecture.units == 32
     assert info.decoder.max_length == json.loads(storage.read_text(os.path.join(pipeline["prepared"], "summary.json")))["max_length"]
     assert info.features["backbone"] == "resnet50" and info.features["weights"] == "random:seed=0" and info.decoder.feature_dim == 2048
     history = json.loads(storage.read_text(os.path.join(pipeline["model"], "history.json")))

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from captioning.model.decoder import DecoderConfig, StepDecoder, build_training_model, feature_statistics, load_glove, set_feature_statistics
-from captioning.model.model_dir import load_weights, save_weights
+from captioning.model.decoder import Architecture, DecoderConfig, StepDecoder, build_training_model, feature_statistics, load_glove, set_feature_statistics
+from captioning.model.model_dir import load_weights, save_keras
 
-CONFIG = DecoderConfig(vocab_size=30, max_length=9, feature_dim=12, embedding_dim=8, units=16, hidden_units=20)
+CONFIG = DecoderConfig(vocab_size=30, max_length=9, feature_dim=12, architecture=Architecture(embedding_dim=8, units=16, hidden_units=20))
 
 
 def _model(seed=0):
@@ -48,7 +48,7 @@ def test_feature_statistics_standardise_and_survive_a_weights_round_trip(tmp_pat
     norm = model.get_layer("feature_norm")
     out = np.asarray(norm(vectors.astype("float32")))
     np.testing.assert_allclose(out, (vectors - mean) / np.sqrt(variance), rtol=1e-4, atol=1e-4)
-    save_weights(model, str(tmp_path / "w.weights.h5"))
+    save_keras(model, str(tmp_path / "w.weights.h5"))
     again = build_training_model(CONFIG)
     load_weights(again, str(tmp_path / "w.weights.h5"))
     np.testing.assert_allclose(np.asarray(again.get_layer("feature_norm")(vectors.astype("float32"))), out, rtol=1e-5)

@@ -19,19 +19,11 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from captioning.model import encoder
+from captioning.model import encoder, encoder_spec
 from captioning.store import storage  # noqa: E402
-from captioning.model.encoder import (  # noqa: E402
-    BACKBONES,
-    EncoderConfig,
-    EncoderWeightsError,
-    backbone_spec,
-    build_encoder,
-    configure_tensorflow,
-    encoder_identity,
-    make_batch_featurizer,
-    preprocess,
-)
+from captioning.model.encoder_spec import BACKBONES, EncoderConfig, EncoderWeightsError, backbone_spec, encoder_identity
+from captioning.serialization import from_dict, to_dict
+from captioning.model.encoder import build_encoder, configure_tensorflow, make_batch_featurizer, preprocess
 
 SMALL = EncoderConfig(backbone="mobilenetv3small", weights="none", seed=0)
 
@@ -107,7 +99,8 @@ _WORKER = textwrap.dedent(
     """
     import hashlib, sys
     import numpy as np
-    from captioning.model.encoder import EncoderConfig, build_encoder, make_batch_featurizer
+    from captioning.model.encoder_spec import EncoderConfig
+    from captioning.model.encoder import build_encoder, make_batch_featurizer
     config = EncoderConfig(backbone="mobilenetv3small", weights="none", seed=0)
     model = build_encoder(config)
     weights = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
@@ -159,9 +152,9 @@ def test_weights_file_from_s3_is_downloaded_once(s3_bucket, tmp_path, small_mode
     config = dataclasses.replace(SMALL, weights=uri)
     assert np.array_equal(make_batch_featurizer(build_encoder(config))(pixels(3)), small_features)
     assert encoder_identity(config)["weights"] == "sha256:" + hashlib.sha256(local.read_bytes()).hexdigest()
-    cached = encoder._DOWNLOADED[uri]
+    cached = encoder_spec._DOWNLOADED[uri]
     storage.delete(uri)  # a second build in this process must not need S3 any more
-    assert encoder._weights_file(uri) is cached
+    assert encoder_spec._weights_file(uri) is cached
     build_encoder(config)
 
 
@@ -220,7 +213,7 @@ def test_efficientnet_imagenet_file_gets_the_keras_rescaling(tmp_path, monkeypat
     unfolded = make_batch_featurizer(build_encoder(from_file))(batch)
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     spec = dataclasses.replace(BACKBONES["efficientnetb0"], imagenet_file_md5=md5)
-    monkeypatch.setattr(encoder, "BACKBONES", {**BACKBONES, "efficientnetb0": spec})
+    monkeypatch.setattr(encoder_spec, "BACKBONES", {**BACKBONES, "efficientnetb0": spec})
     folded = make_batch_featurizer(build_encoder(from_file))(batch)
     np.testing.assert_allclose(folded, imagenet, rtol=1e-4, atol=1e-5)
     assert not np.allclose(unfolded, imagenet, rtol=1e-3, atol=1e-4)
@@ -259,12 +252,12 @@ def test_unknown_backbone_lists_the_valid_names():
 
 def test_config_validation_and_round_trip():
     config = EncoderConfig(backbone="inceptionv3", weights="s3://bucket/w.h5", pooling="max", batch_size=8, seed=5)
-    assert EncoderConfig.from_dict(config.to_dict()) == config
+    assert from_dict(EncoderConfig, to_dict(config)) == config
     for bad in [{"pooling": "none"}, {"batch_size": 0}, {"weights": "model.pt"}, {"weights": ""}, {"seed": -1}]:
         with pytest.raises(ValueError):
             EncoderConfig(**bad)
-    with pytest.raises(ValueError, match="unknown encoder options"):
-        EncoderConfig.from_dict({"layers": 3})
+    with pytest.raises(ValueError, match="unknown EncoderConfig settings"):
+        from_dict(EncoderConfig, {"layers": 3})
 
 
 def test_identity_for_random_weights():

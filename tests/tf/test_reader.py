@@ -251,7 +251,7 @@ def test_trim_padding_cuts_each_batch_after_its_longest_caption(tmp_path):
 
 def test_trimmed_batches_give_the_same_loss_and_gradients(view):
     """Dropping all-padding positions changes neither the loss nor any gradient."""
-    from captioning.model.decoder import DecoderConfig, build_training_model, compile_model
+    from captioning.model.decoder import Architecture, DecoderConfig, build_training_model, compile_model
     from captioning.model.training.petastorm_input import trim_padding
 
     folder, _, _ = view
@@ -263,7 +263,7 @@ def test_trimmed_batches_give_the_same_loss_and_gradients(view):
     trimmed = trim_padding(*batch)
     assert trimmed[1].shape[1] < batch[1].shape[1]
 
-    model = build_training_model(DecoderConfig(vocab_size=100, max_length=L, feature_dim=DIM, embedding_dim=8, units=16, hidden_units=20, dropout=0.0))
+    model = build_training_model(DecoderConfig(vocab_size=100, max_length=L, feature_dim=DIM, architecture=Architecture(embedding_dim=8, units=16, hidden_units=20, dropout=0.0)))
     compile_model(model, 1e-3)
 
     def loss_and_gradients(example):

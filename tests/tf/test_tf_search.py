@@ -13,7 +13,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from captioning.model.search.reference import SearchConfig, search  # noqa: E402
+from captioning.model.search.config import SearchConfig  # noqa: E402
+from captioning.model.search.reference import search  # noqa: E402
 from captioning.model.search.compiled import make_search_fn, run_search  # noqa: E402
 
 END = 3
@@ -149,4 +150,4 @@ def test_traced_once_for_any_batch_size(method):
 def test_feature_spec_needs_a_free_batch_dimension():
     initial_state_fn, step_fn = tf_lstm(lstm_weights(seed=0, end_bias=0.0))
     with pytest.raises(ValueError, match="None batch dimension"):
-        make_search_fn(step_fn, initial_state_fn, tf.TensorSpec([4, FEATURES], tf.float32), SearchConfig())
+        make_search_fn(step_fn, initial_state_fn, tf.TensorSpec([4, FEATURES], tf.float32), SearchConfig(max_length=8))

@@ -3,11 +3,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from captioning.model.encoder import EncoderConfig, encoder_identity
-from captioning.pipeline.runner import InputError
-from captioning.pipeline.caption_images import CaptionJobConfig, encoder_for_model
-
-JOB = CaptionJobConfig(inputs=("images/",), model_uri="models/v1", output_uri="captions/")
+from captioning.model.encoder_spec import EncoderConfig, encoder_identity
+from captioning.errors import InputError
+from captioning.model.captioner import encoder_for
 
 
 def model_trained_on(encoder: EncoderConfig):
@@ -17,7 +15,7 @@ def model_trained_on(encoder: EncoderConfig):
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 def test_the_models_pooling_and_seed_are_used(pooling):
     trained = EncoderConfig(backbone="resnet50", weights="none", seed=7, pooling=pooling)
-    rebuilt = encoder_for_model(model_trained_on(trained), JOB)
+    rebuilt = encoder_for(model_trained_on(trained))
     assert (rebuilt.backbone, rebuilt.weights, rebuilt.seed, rebuilt.pooling) == ("resnet50", "none", 7, pooling)
     assert encoder_identity(rebuilt) == encoder_identity(trained)
 
@@ -25,4 +23,4 @@ def test_the_models_pooling_and_seed_are_used(pooling):
 def test_a_weights_file_model_without_the_file_is_refused_with_the_option_to_pass():
     features = dict(encoder_identity(EncoderConfig(backbone="resnet50", weights="none")), weights="file:sha256=abc")
     with pytest.raises(InputError, match="--backbone-weights"):
-        encoder_for_model(SimpleNamespace(features=features, uri="models/v2"), JOB)
+        encoder_for(SimpleNamespace(features=features, uri="models/v2"))

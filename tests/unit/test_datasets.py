@@ -6,21 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from captioning.data import flickr8k as datasets
-from captioning.data.flickr8k import (
-    ISSUE_KINDS,
-    SPLIT_FILES,
-    CaptionRecord,
-    DatasetError,
-    DatasetIssue,
-    Flickr8kDataset,
-    derive_splits,
-    list_images,
-    load_dataset,
-    locate,
-    read_captions,
-    read_split_lists,
-)
+from captioning.data import dataset_issues
+from captioning.data.caption_files import CaptionRecord, read_captions
+from captioning.data.dataset_issues import ISSUE_KINDS, DatasetIssue
+from captioning.data.flickr8k import Flickr8kDataset, list_images, load_dataset
+from captioning.data.layout import SPLIT_FILES, DatasetError, locate
+from captioning.data.splits import derive_splits, read_split_lists
 
 IMAGE_BYTES = b"\xff\xd8\xff\xe0 not a real jpeg"
 
@@ -207,8 +198,8 @@ QUIRKY_TOKEN = (
     "\r\n"  # 3 blank
     "   \t \r\n"  # 4 blank (whitespace only)
     "2258277193_586949ec62.jpg#0\tA man stands next to a bus .\r\n"  # 5 kept
-    "2258277193_586949ec62.jpg.1#0\tA man standing by a bus .\r\n"  # 6 normalised, duplicate -> dropped
-    "2258277193_586949ec62.jpg.1#1\tA man in front of a bus .\r\n"  # 7 normalised, kept as index 1
+    "2258277193_586949ec62.jpg.1#0\tA man standing by a bus .\r\n"  # 6 another image: 2258277193_586949ec62.jpg has captions of its own
+    "2258277193_586949ec62.jpg.1#1\tA man in front of a bus .\r\n"  # 7 another image, the same
     "9999999999_missing000.jpg#0\tA caption for an image we do not have .\r\n"  # 8 missing image
     "1001773457_577c3a7d70.jpg#0\t   \r\n"  # 9 empty caption
     "this line is not a caption\r\n"  # 10 malformed
@@ -253,12 +244,11 @@ def test_every_quirk_is_counted(tmp_path):
     assert dataset.issue_counts() == {
         "blank_line": 3,
         "byte_order_mark": 2,
-        "caption_for_missing_image": 1,
+        "caption_for_missing_image": 3,
         "crlf_line_endings": 2,
-        "duplicate_caption": 2,
+        "duplicate_caption": 1,
         "duplicate_split_entry": 1,
         "empty_caption": 1,
-        "id_suffix_normalised": 2,
         "image_in_no_split": 1,
         "image_in_several_splits": 1,
         "image_without_captions": 2,
@@ -279,7 +269,6 @@ def test_quirky_caption_lines_become_the_expected_records(tmp_path):
         ("1000268201_693b08cb0e.jpg", 0, "A child in a pink dress .", 1),
         ("1000268201_693b08cb0e.jpg", 1, "A girl going into a wooden building .", 2),
         ("2258277193_586949ec62.jpg", 0, "A man stands next to a bus .", 5),
-        ("2258277193_586949ec62.jpg", 1, "A man in front of a bus .", 7),
         ("1001773457_577c3a7d70.jpg", 1, "Two dogs , spaces instead of a tab .", 13),
     ]
 
@@ -297,9 +286,8 @@ def test_caption_issues_name_file_and_line(tmp_path):
         ("whitespace_stripped", 2),
         ("blank_line", 3),
         ("blank_line", 4),
-        ("id_suffix_normalised", 6),
-        ("duplicate_caption", 6),
-        ("id_suffix_normalised", 7),
+        ("caption_for_missing_image", 6),
+        ("caption_for_missing_image", 7),
         ("caption_for_missing_image", 8),
         ("empty_caption", 9),
         ("malformed_line", 10),
@@ -310,9 +298,11 @@ def test_caption_issues_name_file_and_line(tmp_path):
     }
     crlf = issues_of(dataset, "crlf_line_endings")
     assert any(i.uri == token_uri and i.detail.startswith("14 of 14 lines") for i in crlf)
-    duplicate = next(i for i in dataset.issues if i.reason == "duplicate_caption" and i.line == 6)
-    assert "2258277193_586949ec62.jpg#0" in duplicate.detail and "line 5" in duplicate.detail
-    assert str(duplicate) == f"{token_uri}:6: duplicate_caption: {duplicate.detail}"
+    duplicate = next(i for i in dataset.issues if i.reason == "duplicate_caption" and i.line == 14)
+    assert "1001773457_577c3a7d70.jpg#1" in duplicate.detail and "line 13" in duplicate.detail
+    assert str(duplicate) == f"{token_uri}:14: duplicate_caption: {duplicate.detail}"
+    variant = next(i for i in dataset.issues if i.line == 6)
+    assert "2258277193_586949ec62.jpg.1 is not in the image folder" in variant.detail
 
 
 def test_no_caption_line_is_silently_dropped(tmp_path):
@@ -355,13 +345,38 @@ def test_no_kaggle_line_is_silently_dropped(tmp_path):
         ("b2.jpg", 0, "Last line without a line end"),
     ]
     assert {(i.reason, i.line) for i in dropped} == {
-        ("duplicate_caption", 3),  # a1.jpg.1 caption 0 collides with a1.jpg caption 0
+        ("caption_for_missing_image", 3),  # a1.jpg has captions of its own: a1.jpg.1 is another image
         ("caption_for_missing_image", 5),
         ("empty_caption", 6),
         ("malformed_line", 7),
     }
     assert dataset.issue_counts()["byte_order_mark"] == 1
     assert dataset.issue_counts()["whitespace_stripped"] == 1
+
+
+def test_exact_id_wins_over_a_suffixed_variant_wherever_it_stands(tmp_path):
+    variant_first = token_lines(
+        ("2258277193_586949ec62.jpg.1", 0, "Variant caption zero ."),
+        ("2258277193_586949ec62.jpg.1", 1, "Variant caption one ."),
+        ("2258277193_586949ec62.jpg", 0, "Exact caption zero ."),
+        ("2258277193_586949ec62.jpg", 1, "Exact caption one ."),
+    )
+    make_tree(
+        tmp_path,
+        {
+            **images("Flicker8k_Dataset", "2258277193_586949ec62.jpg"),
+            "Flickr8k.token.txt": variant_first,
+            **split_files("", train=["2258277193_586949ec62.jpg"]),
+        },
+    )
+
+    dataset = load_dataset(str(tmp_path))
+
+    assert [(r.image_id, r.caption_index, r.text) for r in dataset.captions] == [
+        ("2258277193_586949ec62.jpg", 0, "Exact caption zero ."),
+        ("2258277193_586949ec62.jpg", 1, "Exact caption one ."),
+    ]
+    assert [(i.reason, i.line) for i in dataset.issues] == [("caption_for_missing_image", 1), ("caption_for_missing_image", 2)]
 
 
 def test_suffixed_id_without_collision_is_kept_under_the_plain_id(tmp_path):
@@ -450,7 +465,7 @@ def test_blank_lines_are_the_only_other_dropped_lines(tmp_path):
 
 
 def test_every_issue_reason_is_documented_with_its_kind():
-    documented = dict(re.findall(r"^([a-z_]+)\s+(dropped|normalised|noted)\s", datasets.__doc__, re.MULTILINE))
+    documented = dict(re.findall(r"^([a-z_]+)\s+(dropped|normalised|noted)\s", dataset_issues.__doc__, re.MULTILINE))
     assert documented == dict(ISSUE_KINDS)
 
 
@@ -475,13 +490,14 @@ def test_read_split_lists_with_missing_lists_gives_empty_splits(tmp_path):
     assert issues == ()
 
 
-def test_list_images_keeps_jpeg_and_png(tmp_path):
-    folder = make_tree(tmp_path, {"I/a.JPG": IMAGE_BYTES, "I/b.jpeg": IMAGE_BYTES, "I/c.png": IMAGE_BYTES, "I/d.gif": IMAGE_BYTES}) / "I"
+def test_list_images_keeps_every_image_extension(tmp_path):
+    names = ("a.JPG", "b.jpeg", "c.png", "d.gif", "e.webp", "f.bmp")
+    folder = make_tree(tmp_path, {**{f"I/{n}": IMAGE_BYTES for n in names}, "I/notes.txt": b"text"}) / "I"
 
     found, issues = list_images(str(folder))
 
-    assert sorted(found) == ["a.JPG", "b.jpeg", "c.png"]
-    assert [(i.reason, i.uri) for i in issues] == [("non_image_file", str(folder / "d.gif"))]
+    assert sorted(found) == list(names)
+    assert [(i.reason, i.uri) for i in issues] == [("non_image_file", str(folder / "notes.txt"))]
 
 
 # --------------------------------------------------------------------------- splits

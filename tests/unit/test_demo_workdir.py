@@ -5,7 +5,7 @@ import json
 import pytest
 
 from captioning.pipeline.demo import RECIPE_FILE, build_parser, claim_workdir, recipe_of
-from captioning.pipeline.runner import InputError
+from captioning.errors import InputError
 
 
 def recipe(*argv: str) -> dict:

@@ -18,14 +18,13 @@ import pytest
 from PIL import Image
 
 from captioning.data.images import (
-    IMAGE_EXTENSIONS,
     REASONS,
     DecodeConfig,
     ImageDecodeError,
     decode_image,
-    is_image_name,
     load_rgb,
 )
+from captioning.serialization import from_dict, to_dict
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 
@@ -386,7 +385,9 @@ def test_error_is_picklable_and_reasons_are_stable():
 
 
 def test_is_image_name():
-    assert IMAGE_EXTENSIONS == {"jpg", "jpeg", "png", "webp", "bmp", "gif"}
+    from captioning.data.layout import IMAGE_EXTENSIONS, is_image_name
+
+    assert set(IMAGE_EXTENSIONS) == {"jpg", "jpeg", "png", "webp", "bmp", "gif"}
     for name in ["a.jpg", "B.JPEG", "s3://bucket/x/y.Png", "c.webp", "d.bmp", "e.GIF", "/tmp/dir.v2/f.jpg"]:
         assert is_image_name(name), name
     for name in ["a.txt", "jpg", "a.jpg.txt", "s3://bucket/images.jpg/", "noext", "a.tiff", ".jpg/x"]:
@@ -395,12 +396,12 @@ def test_is_image_name():
 
 def test_config_validation_and_round_trip():
     config = DecodeConfig(max_pixels=1000, resize="center_crop", draft=False, background=(0, 0, 0))
-    assert DecodeConfig.from_dict(config.to_dict()) == config
+    assert from_dict(DecodeConfig, to_dict(config)) == config
     for bad in [{"resize": "stretch"}, {"max_pixels": 0}, {"resample": "cubic"}, {"background": (0, 0)}]:
         with pytest.raises(ValueError):
             DecodeConfig(**bad)
-    with pytest.raises(ValueError, match="unknown decode options"):
-        DecodeConfig.from_dict({"size": 3})
+    with pytest.raises(ValueError, match="unknown DecodeConfig settings"):
+        from_dict(DecodeConfig, {"size": 3})
     with pytest.raises(ValueError, match="target size"):
         decode_image(b"x", (0, 10))
 

@@ -10,16 +10,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.data import sample_dataset as sd
+from captioning.data.layout import SPLITS, SPLIT_FILES, TOKEN_FILE
+from captioning.data.sample.config import OBJECT_COLOURS, SALIENCE_MARGIN, SHAPES, SIZES, SampleConfig
+from captioning.data.sample.generate import IMAGE_FOLDER, generate_sample_dataset, plan_images
+from captioning.data.sample.quirks import QUIRK_BLANK, QUIRK_CRLF, QUIRK_ID_SUFFIX, QUIRK_IMAGE_WITHOUT_CAPTIONS, QUIRK_KINDS, QUIRK_MISSING_IMAGE_CAPTION, QUIRK_SPLIT_MISSING_IMAGE, QUIRK_WHITESPACE
+from captioning.data.sample.scene import ObjectGroup
 from captioning.data.text import clean_caption
 from captioning.data.vocab import build_vocabulary
 
 ID_PATTERN = re.compile(r"^\d{9,10}_[0-9a-f]{10}\.jpg$")
-SMALL = sd.SampleConfig(num_images=48, seed=3)
+SMALL = SampleConfig(num_images=48, seed=3)
 
 
 def _token_lines(root) -> list[str]:
-    with open(os.path.join(root, sd.TOKEN_FILE), "rb") as handle:
+    with open(os.path.join(root, TOKEN_FILE), "rb") as handle:
         return handle.read().decode("utf-8").split("\n")[:-1]
 
 
@@ -34,12 +38,12 @@ def _captions(root) -> dict[str, dict[int, str]]:
 
 
 def _split_ids(root, split: str) -> list[str]:
-    with open(os.path.join(root, sd.SPLIT_FILES[split]), encoding="utf-8") as handle:
+    with open(os.path.join(root, SPLIT_FILES[split]), encoding="utf-8") as handle:
         return handle.read().splitlines()
 
 
 def _folder_files(root) -> set[str]:
-    return set(os.listdir(os.path.join(root, sd.IMAGE_FOLDER)))
+    return set(os.listdir(os.path.join(root, IMAGE_FOLDER)))
 
 
 def _all_bytes(root) -> dict[str, bytes]:
@@ -53,14 +57,14 @@ def _all_bytes(root) -> dict[str, bytes]:
 
 
 def _pixels(root, image_id: str) -> np.ndarray:
-    with open(os.path.join(root, sd.IMAGE_FOLDER, image_id), "rb") as handle:
+    with open(os.path.join(root, IMAGE_FOLDER, image_id), "rb") as handle:
         image = Image.open(io.BytesIO(handle.read()))
         assert image.format == "JPEG"
         return np.asarray(image.convert("RGB"), dtype=np.int32)  # (height, width, 3)
 
 
 def _nearest_colour(rgb) -> str:
-    return min(sd.OBJECT_COLOURS, key=lambda name: sum((int(a) - b) ** 2 for a, b in zip(rgb, sd.OBJECT_COLOURS[name])))
+    return min(OBJECT_COLOURS, key=lambda name: sum((int(a) - b) ** 2 for a, b in zip(rgb, OBJECT_COLOURS[name])))
 
 
 def _dominant_colour(pixels: np.ndarray) -> str | None:
@@ -69,25 +73,25 @@ def _dominant_colour(pixels: np.ndarray) -> str | None:
     chromatic = flat[(flat.max(axis=1) - flat.min(axis=1)) > 70]
     if not len(chromatic):
         return None
-    palette = np.array(list(sd.OBJECT_COLOURS.values()))  # (colours, 3)
+    palette = np.array(list(OBJECT_COLOURS.values()))  # (colours, 3)
     nearest = ((chromatic[:, None, :] - palette[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
-    return list(sd.OBJECT_COLOURS)[np.bincount(nearest, minlength=len(palette)).argmax()]
+    return list(OBJECT_COLOURS)[np.bincount(nearest, minlength=len(palette)).argmax()]
 
 
 def _colour_words(caption: str) -> list[str]:
-    return [token for token in clean_caption(caption) if token in sd.OBJECT_COLOURS]
+    return [token for token in clean_caption(caption) if token in OBJECT_COLOURS]
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("sample") / "flickr8k")
-    return root, sd.generate_sample_dataset(root, SMALL)
+    return root, generate_sample_dataset(root, SMALL)
 
 
 def test_writes_the_flickr8k_layout(small):
     root, summary = small
-    assert sorted(os.listdir(root)) == sorted([sd.IMAGE_FOLDER, sd.TOKEN_FILE, *sd.SPLIT_FILES.values()])
-    assert sd.IMAGE_FOLDER == "Flicker8k_Dataset"
+    assert sorted(os.listdir(root)) == sorted([IMAGE_FOLDER, TOKEN_FILE, *SPLIT_FILES.values()])
+    assert IMAGE_FOLDER == "Flicker8k_Dataset"
     images = _folder_files(root)
     assert len(images) == summary.num_images == summary.image_files == SMALL.num_images
     assert all(ID_PATTERN.match(name) for name in images)
@@ -117,7 +121,7 @@ def test_five_distinct_word_only_captions_per_image(small):
 
 def test_files_match_the_plan(small):
     root, _ = small
-    plan = sd.plan_images(SMALL)
+    plan = plan_images(SMALL)
     captions = _captions(root)
     assert [image.image_id for image in plan] == list(captions)  # token file in image order
     for image in plan:
@@ -128,45 +132,45 @@ def test_files_match_the_plan(small):
 def test_same_config_gives_identical_bytes_whatever_the_worker_count(small, tmp_path):
     root, summary = small
     again = str(tmp_path / "again")
-    pooled = sd.SampleConfig(num_images=SMALL.num_images, seed=SMALL.seed, workers=2, pool_threshold=0)
-    assert sd.generate_sample_dataset(again, pooled).split_counts == summary.split_counts
+    pooled = SampleConfig(num_images=SMALL.num_images, seed=SMALL.seed, workers=2, pool_threshold=0)
+    assert generate_sample_dataset(again, pooled).split_counts == summary.split_counts
     assert _all_bytes(again) == _all_bytes(root)
 
 
 def test_other_seed_gives_other_data(small, tmp_path):
     root, _ = small
     other = str(tmp_path / "other")
-    sd.generate_sample_dataset(other, sd.SampleConfig(num_images=SMALL.num_images, seed=SMALL.seed + 1))
+    generate_sample_dataset(other, SampleConfig(num_images=SMALL.num_images, seed=SMALL.seed + 1))
     assert not _folder_files(other) & _folder_files(root)
     assert {c for v in _captions(other).values() for c in v.values()} != {c for v in _captions(root).values() for c in v.values()}
-    first_a = sorted(_all_bytes(root)[os.path.join(sd.IMAGE_FOLDER, n)] for n in _folder_files(root))
-    first_b = sorted(_all_bytes(other)[os.path.join(sd.IMAGE_FOLDER, n)] for n in _folder_files(other))
+    first_a = sorted(_all_bytes(root)[os.path.join(IMAGE_FOLDER, n)] for n in _folder_files(root))
+    first_b = sorted(_all_bytes(other)[os.path.join(IMAGE_FOLDER, n)] for n in _folder_files(other))
     assert not set(first_a) & set(first_b)
 
 
 def test_split_lists_partition_the_images(small, tmp_path):
     root, summary = small
-    splits = {split: _split_ids(root, split) for split in sd.SPLITS}
+    splits = {split: _split_ids(root, split) for split in SPLITS}
     assert {k: len(v) for k, v in splits.items()} == dict(summary.split_counts) == {"train": 36, "dev": 6, "test": 6}
     listed = [image_id for ids in splits.values() for image_id in ids]
     assert len(listed) == len(set(listed)) and set(listed) == _folder_files(root)
 
-    custom = sd.SampleConfig(num_images=40, train_fraction=0.5, dev_fraction=0.2, test_fraction=0.3)
-    summary = sd.generate_sample_dataset(str(tmp_path / "custom"), custom)
-    counts = {split: len(_split_ids(str(tmp_path / "custom"), split)) for split in sd.SPLITS}
+    custom = SampleConfig(num_images=40, train_fraction=0.5, dev_fraction=0.2, test_fraction=0.3)
+    summary = generate_sample_dataset(str(tmp_path / "custom"), custom)
+    counts = {split: len(_split_ids(str(tmp_path / "custom"), split)) for split in SPLITS}
     assert counts == dict(summary.split_counts) == {"train": 20, "dev": 8, "test": 12}
 
 
 @pytest.fixture(scope="module")
 def plan2000():
     """The scenes and captions of the demo-sized dataset (planned only, nothing rendered)."""
-    return sd.plan_images(sd.SampleConfig(num_images=2000))
+    return plan_images(SampleConfig(num_images=2000))
 
 
 def test_attributes_are_uniform_and_vocabulary_is_small_and_frequent(plan2000):
     plan = plan2000
     groups = [group for image in plan for group in image.scene.groups]
-    for attribute, values in (("colour", sd.OBJECT_COLOURS), ("shape", sd.SHAPES), ("size", sd.SIZES)):
+    for attribute, values in (("colour", OBJECT_COLOURS), ("shape", SHAPES), ("size", SIZES)):
         shares = Counter(getattr(g, attribute) for g in groups)
         assert set(shares) == set(values)
         assert max(shares.values()) / min(shares.values()) < 1.25, (attribute, shares)
@@ -183,13 +187,13 @@ def test_one_or_two_groups_and_the_main_group_clearly_stands_out(plan2000):
     for image in plan2000:
         main, *others = image.scene.groups
         for other in others:
-            assert main.salience >= sd.SALIENCE_MARGIN * other.salience, image.captions
+            assert main.salience >= SALIENCE_MARGIN * other.salience, image.captions
             assert not set(main.cells) & set(other.cells)
     main_sizes = Counter(image.scene.main.size for image in plan2000)
     assert main_sizes["small"] > 0.25 * len(plan2000)  # the margin does not make the main size a safe guess
 
 
-def _usual_core(group: sd.ObjectGroup) -> list[str]:
+def _usual_core(group: ObjectGroup) -> list[str]:
     """The main group in the usual words, cleaned: e.g. three big red circles at the top."""
     count = {1: [], 2: ["two"], 3: ["three"]}[group.count]  # "a" is dropped by cleaning
     noun = group.shape + ("s" if group.count > 1 else "")
@@ -221,7 +225,7 @@ def test_annotators_favour_the_usual_words_but_phrase_differently(plan2000):
 
 def test_main_object_pixels_have_the_caption_colour(small):
     root, _ = small
-    for image in sd.plan_images(SMALL):
+    for image in plan_images(SMALL):
         main = image.scene.main
         pixels = _pixels(root, image.image_id)
         for instance in main.instances:
@@ -248,7 +252,7 @@ def test_looking_at_the_picture_beats_a_blind_guess(small):
 
 def test_place_words_match_where_objects_are(small):
     root, _ = small
-    for image in sd.plan_images(SMALL):
+    for image in plan_images(SMALL):
         scene = image.scene
         for group in scene.groups:
             xs = [i.center[0] / scene.width for i in group.instances]
@@ -265,13 +269,13 @@ def test_place_words_match_where_objects_are(small):
 def test_object_sizes_in_pixels_follow_the_size_words():
     radii: dict[tuple[str, str], list[float]] = {}
     shrink = []  # radius in pixels after squashing the image to 224x224
-    for image in sd.plan_images(sd.SampleConfig(num_images=300)):
+    for image in plan_images(SampleConfig(num_images=300)):
         rows, cols = image.scene.grid
         cell = min(image.scene.width / cols, image.scene.height / rows)
         for group in image.scene.groups:
             radii.setdefault((group.shape, group.size), []).extend(i.radius / cell for i in group.instances)
             shrink += [i.radius * 224 / max(image.scene.width, image.scene.height) for i in group.instances]
-    for shape in sd.SHAPES:
+    for shape in SHAPES:
         assert max(radii[shape, "small"]) * 1.4 < min(radii[shape, "big"]), shape
     assert min(shrink) > 8  # even a small object stays well over ten pixels across
 
@@ -279,13 +283,13 @@ def test_object_sizes_in_pixels_follow_the_size_words():
 @pytest.fixture(scope="module")
 def quirky(tmp_path_factory):
     base = tmp_path_factory.mktemp("quirks")
-    config = sd.SampleConfig(num_images=40, seed=5, quirks=True)
-    clean = sd.SampleConfig(num_images=40, seed=5)
+    config = SampleConfig(num_images=40, seed=5, quirks=True)
+    clean = SampleConfig(num_images=40, seed=5)
     return (
         str(base / "quirky"),
-        sd.generate_sample_dataset(str(base / "quirky"), config),
+        generate_sample_dataset(str(base / "quirky"), config),
         str(base / "clean"),
-        sd.generate_sample_dataset(str(base / "clean"), clean),
+        generate_sample_dataset(str(base / "clean"), clean),
     )
 
 
@@ -297,32 +301,32 @@ def _raw_lines(root, name: str) -> list[str]:
 
 def test_quirks_mode_injects_every_documented_quirk(quirky):
     root, summary, _, _ = quirky
-    assert set(summary.quirk_counts()) == set(sd.QUIRK_KINDS)
-    assert summary.quirk_counts()[sd.QUIRK_ID_SUFFIX] == 5
-    assert summary.quirk_counts()[sd.QUIRK_MISSING_IMAGE_CAPTION] == 5
+    assert set(summary.quirk_counts()) == set(QUIRK_KINDS)
+    assert summary.quirk_counts()[QUIRK_ID_SUFFIX] == 5
+    assert summary.quirk_counts()[QUIRK_MISSING_IMAGE_CAPTION] == 5
     images = _folder_files(root)
-    listed = {line.strip() for split in sd.SPLITS for line in _raw_lines(root, sd.SPLIT_FILES[split])}
-    token_text = "\n".join(_raw_lines(root, sd.TOKEN_FILE))
+    listed = {line.strip() for split in SPLITS for line in _raw_lines(root, SPLIT_FILES[split])}
+    token_text = "\n".join(_raw_lines(root, TOKEN_FILE))
     for quirk in summary.quirks:
         if quirk.line is None:
-            assert quirk.kind == sd.QUIRK_IMAGE_WITHOUT_CAPTIONS
-            assert quirk.file == f"{sd.IMAGE_FOLDER}/{quirk.image_id}" and quirk.image_id in images
+            assert quirk.kind == QUIRK_IMAGE_WITHOUT_CAPTIONS
+            assert quirk.file == f"{IMAGE_FOLDER}/{quirk.image_id}" and quirk.image_id in images
             assert quirk.image_id not in token_text and quirk.image_id not in listed
             continue
         line = _raw_lines(root, quirk.file)[quirk.line - 1]
-        if quirk.kind == sd.QUIRK_CRLF:
+        if quirk.kind == QUIRK_CRLF:
             assert line.endswith("\r") and line[:-1] == line[:-1].strip()
-        elif quirk.kind == sd.QUIRK_BLANK:
+        elif quirk.kind == QUIRK_BLANK:
             assert line == ""
-        elif quirk.kind == sd.QUIRK_WHITESPACE:
+        elif quirk.kind == QUIRK_WHITESPACE:
             fields = line.split("\t")
             assert "\r" not in line and any(f != f.strip() for f in fields)
-        elif quirk.kind == sd.QUIRK_ID_SUFFIX:
+        elif quirk.kind == QUIRK_ID_SUFFIX:
             assert line.startswith(quirk.image_id + ".1#") and quirk.image_id in images
-        elif quirk.kind == sd.QUIRK_MISSING_IMAGE_CAPTION:
+        elif quirk.kind == QUIRK_MISSING_IMAGE_CAPTION:
             assert line.startswith(quirk.image_id + "#") and quirk.image_id not in images
-        elif quirk.kind == sd.QUIRK_SPLIT_MISSING_IMAGE:
-            assert quirk.file in sd.SPLIT_FILES.values()
+        elif quirk.kind == QUIRK_SPLIT_MISSING_IMAGE:
+            assert quirk.file in SPLIT_FILES.values()
             assert line == quirk.image_id and quirk.image_id not in images and quirk.image_id not in token_text
         else:
             raise AssertionError(f"unexpected quirk {quirk}")
@@ -330,9 +334,9 @@ def test_quirks_mode_injects_every_documented_quirk(quirky):
 
 def test_suffixed_id_repeats_the_numbers_of_the_plain_id(quirky):
     root, summary, _, _ = quirky
-    suffixed = [q for q in summary.quirks if q.kind == sd.QUIRK_ID_SUFFIX]
+    suffixed = [q for q in summary.quirks if q.kind == QUIRK_ID_SUFFIX]
     (image_id,) = {q.image_id for q in suffixed}
-    lines = _raw_lines(root, sd.TOKEN_FILE)
+    lines = _raw_lines(root, TOKEN_FILE)
     numbers = [lines[q.line - 1].split("\t")[0].rsplit("#", 1)[1] for q in suffixed]
     plain = [line for line in lines if line.strip().startswith(image_id + "#")]
     assert sorted(numbers) == ["0", "1", "2", "3", "4"] and len(plain) == 5
@@ -340,40 +344,40 @@ def test_suffixed_id_repeats_the_numbers_of_the_plain_id(quirky):
 
 def test_quirks_leave_the_regular_data_untouched(quirky):
     root, summary, clean_root, clean_summary = quirky
-    added = {(q.file, q.line) for q in summary.quirks if q.kind not in (sd.QUIRK_CRLF, sd.QUIRK_WHITESPACE)}
+    added = {(q.file, q.line) for q in summary.quirks if q.kind not in (QUIRK_CRLF, QUIRK_WHITESPACE)}
 
     def normalised(line: str) -> str:
         return "\t".join(part.strip() for part in line.strip().split("\t"))
 
-    for name in (sd.TOKEN_FILE, *sd.SPLIT_FILES.values()):
+    for name in (TOKEN_FILE, *SPLIT_FILES.values()):
         lines = enumerate(_raw_lines(root, name), start=1)
         regular = [normalised(line) for number, line in lines if (name, number) not in added]
         assert regular == _raw_lines(clean_root, name), name
-    extra = {q.image_id for q in summary.quirks if q.kind == sd.QUIRK_IMAGE_WITHOUT_CAPTIONS}
+    extra = {q.image_id for q in summary.quirks if q.kind == QUIRK_IMAGE_WITHOUT_CAPTIONS}
     assert _folder_files(root) == _folder_files(clean_root) | extra
     assert summary.split_counts == clean_summary.split_counts and summary.num_images == clean_summary.num_images
-    with open(os.path.join(clean_root, sd.TOKEN_FILE), "rb") as handle:
+    with open(os.path.join(clean_root, TOKEN_FILE), "rb") as handle:
         clean_bytes = handle.read()
     assert b"\r" not in clean_bytes and b"\n\n" not in clean_bytes and b" \t" not in clean_bytes
 
 
 def test_invalid_configs_are_refused():
     with pytest.raises(ValueError, match="sum to 1"):
-        sd.SampleConfig(train_fraction=0.8, dev_fraction=0.2, test_fraction=0.2)
+        SampleConfig(train_fraction=0.8, dev_fraction=0.2, test_fraction=0.2)
     with pytest.raises(ValueError, match="num_images"):
-        sd.SampleConfig(num_images=0)
+        SampleConfig(num_images=0)
     with pytest.raises(ValueError, match="image_size"):
-        sd.SampleConfig(image_size=(32, 32))
+        SampleConfig(image_size=(32, 32))
     with pytest.raises(ValueError, match="quirks"):
-        sd.SampleConfig(num_images=1, quirks=True)
+        SampleConfig(num_images=1, quirks=True)
 
 
 def test_refuses_a_folder_holding_other_images(tmp_path):
     root = str(tmp_path / "data")
-    os.makedirs(os.path.join(root, sd.IMAGE_FOLDER))
-    open(os.path.join(root, sd.IMAGE_FOLDER, "1000268201_693b08cb0e.jpg"), "wb").close()
+    os.makedirs(os.path.join(root, IMAGE_FOLDER))
+    open(os.path.join(root, IMAGE_FOLDER, "1000268201_693b08cb0e.jpg"), "wb").close()
     with pytest.raises(ValueError, match="other files"):
-        sd.generate_sample_dataset(root, sd.SampleConfig(num_images=4))
+        generate_sample_dataset(root, SampleConfig(num_images=4))
     rerun = str(tmp_path / "rerun")
-    sd.generate_sample_dataset(rerun, sd.SampleConfig(num_images=4))
-    sd.generate_sample_dataset(rerun, sd.SampleConfig(num_images=4))  # same dataset again is fine
+    generate_sample_dataset(rerun, SampleConfig(num_images=4))
+    generate_sample_dataset(rerun, SampleConfig(num_images=4))  # same dataset again is fine

@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from captioning.model.search.reference import SearchConfig, SearchResult, beam_search, greedy_search, length_penalty, search
+from captioning.model.search.config import SearchConfig
+from captioning.model.search.reference import beam_search, greedy_search, length_penalty, search
 
 PAD, UNK, START, END, A, B, C = range(7)
 VOCAB = 7
@@ -64,8 +65,8 @@ GREEDY_TRAP = {START: {A: 0.5, B: 0.4, END: 0.1}, A: {END: 0.35, C: 0.33, B: 0.3
 
 def test_beam_finds_the_globally_better_caption_greedy_misses():
     model = first_order(GREEDY_TRAP)
-    greedy = greedy_search(model, [0], SearchConfig(method="greedy"))[0]
-    beam = beam_search(model, [0], SearchConfig(beam_width=2, length_alpha=0.0))[0]
+    greedy = greedy_search(model, [0], SearchConfig(method="greedy", max_length=30))[0]
+    beam = beam_search(model, [0], SearchConfig(beam_width=2, length_alpha=0.0, max_length=30))[0]
     assert greedy.token_ids == (A,) and greedy.ended
     assert greedy.log_prob == pytest.approx(math.log(0.5 * 0.35), abs=1e-6)
     assert beam.token_ids == (B,) and beam.ended
@@ -75,7 +76,7 @@ def test_beam_finds_the_globally_better_caption_greedy_misses():
 
 def test_scores_are_length_normalised_log_prob_sums():
     model = first_order(GREEDY_TRAP)
-    result = beam_search(model, [0], SearchConfig(beam_width=3, length_alpha=0.7))[0]
+    result = beam_search(model, [0], SearchConfig(beam_width=3, length_alpha=0.7, max_length=30))[0]
     assert result.token_ids == (B,)
     # two emitted tokens: b and endseq
     assert result.score == pytest.approx(math.log(0.36) / ((5 + 2) / 6) ** 0.7, abs=1e-6)
@@ -101,8 +102,8 @@ def test_max_length_counts_the_end_token(method):
 def test_length_normalisation_changes_the_winner():
     # short: start c end = .3 (2 tokens); long: start a b end = .7 * .4 = .28 (3 tokens)
     model = first_order({START: {C: 0.3, A: 0.7}, C: {END: 1.0}, A: {B: 0.4, END: 0.35, C: 0.25}, B: {END: 1.0}})
-    plain = beam_search(model, [0], SearchConfig(beam_width=2, length_alpha=0.0))[0]
-    normalised = beam_search(model, [0], SearchConfig(beam_width=2, length_alpha=1.0))[0]
+    plain = beam_search(model, [0], SearchConfig(beam_width=2, length_alpha=0.0, max_length=30))[0]
+    normalised = beam_search(model, [0], SearchConfig(beam_width=2, length_alpha=1.0, max_length=30))[0]
     assert plain.token_ids == (C,)
     assert plain.log_prob == pytest.approx(math.log(0.3), abs=1e-6)
     assert normalised.token_ids == (A, B)
@@ -137,7 +138,7 @@ def test_batch_results_equal_per_image_results(config):
 
 def test_ties_go_to_the_lowest_word_id():
     model = first_order({START: {A: 1 / 3, B: 1 / 3, C: 1 / 3}, A: {END: 1.0}, B: {END: 1.0}, C: {END: 1.0}})
-    for config in (SearchConfig(method="greedy"), SearchConfig(beam_width=2), SearchConfig(beam_width=3)):
+    for config in (SearchConfig(method="greedy", max_length=30), SearchConfig(beam_width=2, max_length=30), SearchConfig(beam_width=3, max_length=30)):
         first, again = (search(model, [0], config)[0] for _ in range(2))
         assert first == again
         assert first.token_ids == (A,) and first.ended
@@ -197,4 +198,4 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="beam_width"):
         SearchConfig(beam_width=0)
     with pytest.raises(ValueError, match="max_length"):
-        SearchConfig(max_length=0)
+        SearchConfig(max_length=-1)

@@ -4,6 +4,7 @@ import pytest
 
 from captioning.data.text import CleaningConfig, clean_caption
 from captioning.data.vocab import RESERVED, Vocabulary, build_vocabulary
+from captioning.serialization import from_dict
 
 
 def test_cleaning_reproduces_original_rules():
@@ -19,8 +20,8 @@ def test_each_cleaning_rule_is_a_switch():
 
 
 def test_cleaning_config_rejects_unknown_options():
-    with pytest.raises(ValueError, match="unknown cleaning options"):
-        CleaningConfig.from_dict({"lowercase": True, "stem": True})
+    with pytest.raises(ValueError, match="unknown CleaningConfig settings"):
+        from_dict(CleaningConfig, {"lowercase": True, "stem": True})
 
 
 def _vocab(min_count=2):

@@ -11,8 +11,10 @@ import shutil
 import sys
 from typing import Mapping
 
+from captioning.errors import UserError
 
-class JavaMissingError(RuntimeError):
+
+class JavaMissingError(UserError, RuntimeError):
     pass
 
 

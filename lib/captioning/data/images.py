@@ -31,13 +31,10 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif"})
 
 # Reason codes, in the order decoding can fail. They appear in job reports: never rename.
 EMPTY = "empty"  # zero bytes
@@ -111,31 +108,6 @@ class DecodeConfig:
             raise ValueError(f"background must be three values in 0..255, got {self.background!r}")
         object.__setattr__(self, "background", tuple(int(c) for c in self.background))
         object.__setattr__(self, "formats", tuple(f.upper() for f in self.formats))
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["background"] = list(self.background)
-        data["formats"] = list(self.formats)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DecodeConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown decode options {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
-        values = dict(data)
-        for key in ("background", "formats"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
-
-
-def is_image_name(name: str) -> bool:
-    """True when a file name or URI ends in one of :data:`IMAGE_EXTENSIONS` (any case)."""
-    base = name.rsplit("/", 1)[-1]  # a trailing "/" is a folder: empty base, not an image
-    if "." not in base:
-        return False
-    return base.rsplit(".", 1)[1].lower() in IMAGE_EXTENSIONS
 
 
 def decode_image(data: bytes, size: tuple[int, int], config: DecodeConfig = DecodeConfig()) -> np.ndarray:

@@ -8,8 +8,7 @@ vocabulary so that training, evaluation and inference clean text identically.
 from __future__ import annotations
 
 import string
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass
 
 START = "startseq"
 END = "endseq"
@@ -25,16 +24,6 @@ class CleaningConfig:
     strip_punctuation: bool = True  # delete ASCII punctuation characters: "dog's" -> "dogs"
     drop_single_letter: bool = True  # the original dropped tokens of length 1 ("a", "s")
     drop_with_digits: bool = True  # "2", "3rd" carry little and inflate the vocabulary
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CleaningConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown cleaning options {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
 
 
 def clean_caption(text: str, config: CleaningConfig = CleaningConfig()) -> list[str]:

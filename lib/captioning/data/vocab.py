@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from captioning.data.text import END, PAD, START, UNK, CleaningConfig, clean_caption
+from captioning.errors import ConfigError
+from captioning.serialization import from_dict, to_dict
 
 RESERVED = (PAD, UNK, START, END)
 FORMAT = "captioning.vocabulary/1"
@@ -89,7 +91,7 @@ class Vocabulary:
             {
                 "format": FORMAT,
                 "min_count": self.min_count,
-                "cleaning": self.cleaning.to_dict(),
+                "cleaning": to_dict(self.cleaning),
                 "dropped_words": self.dropped_words,
                 "words": list(self.words),
                 "counts": {w: int(self.counts[w]) for w in self.words[len(RESERVED):]},
@@ -102,14 +104,14 @@ class Vocabulary:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{source}: not JSON ({error}); expected a vocab.json written by prepare-captions") from error
+            raise ConfigError(f"{source}: not JSON ({error}); expected a vocab.json written by prepare-captions") from error
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{source}: not a vocabulary file (format {data.get('format') if isinstance(data, dict) else None!r}, expected {FORMAT!r})")
+            raise ConfigError(f"{source}: not a vocabulary file (format {data.get('format') if isinstance(data, dict) else None!r}, expected {FORMAT!r})")
         return cls(
             words=tuple(data["words"]),
             counts=dict(data["counts"]),
             min_count=int(data["min_count"]),
-            cleaning=CleaningConfig.from_dict(data["cleaning"]),
+            cleaning=from_dict(CleaningConfig, data["cleaning"], f"{source}: cleaning"),
             dropped_words=int(data.get("dropped_words", 0)),
         )
 

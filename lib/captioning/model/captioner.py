@@ -10,8 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from captioning.errors import InputError
+from captioning.model.encoder_spec import EncoderConfig, encoder_identity
 from captioning.model.model_dir import ModelInfo, load_model
-from captioning.model.search.reference import SearchConfig
+from captioning.model.search.config import SearchConfig
+from captioning.store.feature_store import check_identity
 
 
 @dataclass(frozen=True)
@@ -23,19 +26,43 @@ class Caption:
     ended: bool  # False when the caption was cut at the maximum length
 
 
-def default_search(info: ModelInfo, method: str = "beam", beam_width: int = 3, length_alpha: float = 0.7, max_length: int | None = None) -> SearchConfig:
-    """Search settings; at most as many words as the training captions could hold."""
-    return SearchConfig(method=method, beam_width=beam_width, length_alpha=length_alpha, max_length=max_length or info.decoder.max_length - 1)
+def encoder_for(info: ModelInfo, backbone_weights: str | None = None, batch_size: int = 32, mixed_precision: bool = False) -> EncoderConfig:
+    """The CNN the model's training features came from, checked against its recorded identity.
+
+    ImageNet and seeded random weights are rebuilt from the record alone; features from a
+    weights file need that file (``backbone_weights``), whose digest must match.
+    """
+    features = info.features
+    weights_id = str(features["weights"])
+    if backbone_weights:
+        weights, seed = backbone_weights, 0
+    elif weights_id.startswith("imagenet"):
+        weights, seed = "imagenet", 0
+    elif weights_id.startswith("random:seed="):
+        weights, seed = "none", int(weights_id.split("=", 1)[1])
+    else:
+        raise InputError(f"{info.uri}: the model was trained on features from a weights file ({weights_id}); pass that file with --backbone-weights")
+    encoder = EncoderConfig(
+        backbone=features["backbone"], weights=weights, seed=seed, pooling=features.get("pooling", "avg"),
+        batch_size=batch_size, mixed_precision=mixed_precision,
+    )
+    check_identity(backbone_weights or info.uri, features, encoder_identity(encoder), "pass the CNN weights the model was trained with (--backbone-weights)")
+    return encoder
 
 
 class Captioner:
+    """Captions image vectors with a model; ``search.max_length`` 0 means the model's own maximum
+    (as many words as its training captions could hold)."""
+
     def __init__(self, info: ModelInfo, search: SearchConfig):
         import tensorflow as tf
 
         from captioning.model.decoder import StepDecoder
         from captioning.model.search.compiled import make_search_fn
 
+        search = search.for_model(info.decoder.max_length - 1)
         self.info = info
+        self.search = search
         self.vocabulary = info.vocabulary
         step = StepDecoder(load_model(info))
         spec = tf.TensorSpec([None, info.decoder.feature_dim], tf.float32)

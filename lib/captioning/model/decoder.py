@@ -18,19 +18,18 @@ Inference uses the same layers one word at a time through :class:`StepDecoder`
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from captioning.errors import InputError
 from captioning.store import storage
 
 
 @dataclass(frozen=True)
-class DecoderConfig:
-    vocab_size: int
-    max_length: int  # token ids per caption incl. startseq/endseq (the table's padded length)
-    feature_dim: int  # length of the image vectors (2048 for ResNet50)
+class Architecture:
+    """The decoder's sizes: what ``train-decoder`` lets a user choose."""
+
     embedding_dim: int = 200  # the original used 200-d GloVe vectors
     units: int = 256  # LSTM units; also the width of the image projection (they are added)
     hidden_units: int = 512  # the Dense(512, relu) after the merge
@@ -38,12 +37,15 @@ class DecoderConfig:
     train_embeddings: bool = True  # False freezes them (the original froze GloVe)
     normalize_features: bool = True  # standardise image vectors with training-set statistics
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DecoderConfig":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Everything that rebuilds the trained network: the data's sizes and the architecture."""
+
+    vocab_size: int
+    max_length: int  # token ids per caption incl. startseq/endseq (the table's padded length)
+    feature_dim: int  # length of the image vectors (2048 for ResNet50)
+    architecture: Architecture = field(default_factory=Architecture)
 
 
 def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | None = None):
@@ -51,29 +53,30 @@ def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | N
     import keras
     from keras import layers
 
+    sizes = config.architecture
     features = keras.Input((config.feature_dim,), name="features")  # (B, D)
     # (B, T): any T up to max_length - 1, so training batches can drop their all-padding tail
     input_ids = keras.Input((None,), dtype="int32", name="input_ids")
 
     image = features
-    if config.normalize_features:
+    if sizes.normalize_features:
         image = layers.Normalization(name="feature_norm")(image)  # (B, D): (x - mean) / std
-    image = layers.Dropout(config.dropout, name="image_dropout")(image)  # (B, D)
-    image = layers.Dense(config.units, activation="relu", name="image_dense")(image)  # (B, U)
+    image = layers.Dropout(sizes.dropout, name="image_dropout")(image)  # (B, D)
+    image = layers.Dense(sizes.units, activation="relu", name="image_dense")(image)  # (B, U)
 
     embedding = layers.Embedding(
         config.vocab_size,
-        config.embedding_dim,
+        sizes.embedding_dim,
         name="embedding",
-        trainable=config.train_embeddings,
+        trainable=sizes.train_embeddings,
         embeddings_initializer=keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None else "uniform",
     )
     words = embedding(input_ids)  # (B, T, E)
-    words = layers.Dropout(config.dropout, name="word_dropout")(words)  # (B, T, E)
-    sequence = layers.LSTM(config.units, return_sequences=True, name="lstm")(words)  # (B, T, U)
+    words = layers.Dropout(sizes.dropout, name="word_dropout")(words)  # (B, T, E)
+    sequence = layers.LSTM(sizes.units, return_sequences=True, name="lstm")(words)  # (B, T, U)
 
-    merged = layers.Add(name="merge")([sequence, layers.Reshape((1, config.units), name="image_time")(image)])  # (B, T, U)
-    hidden = layers.Dense(config.hidden_units, activation="relu", name="hidden")(merged)  # (B, T, H)
+    merged = layers.Add(name="merge")([sequence, layers.Reshape((1, sizes.units), name="image_time")(image)])  # (B, T, U)
+    hidden = layers.Dense(sizes.hidden_units, activation="relu", name="hidden")(merged)  # (B, T, H)
     logits = layers.Dense(config.vocab_size, name="logits", dtype="float32")(hidden)  # (B, T, V)
     return keras.Model([features, input_ids], logits, name="merge_decoder")
 
@@ -164,9 +167,9 @@ def load_glove(uri: str, words: tuple[str, ...], dim: int, seed: int = 0) -> tup
         if len(parts) < 2 or parts[0] not in index:
             continue
         if len(parts) != dim + 1:
-            raise ValueError(f"{uri}:{number}: {len(parts) - 1} values for {parts[0]!r}, expected {dim} (--embedding-dim must match the GloVe file)")
+            raise InputError(f"{uri}:{number}: {len(parts) - 1} values for {parts[0]!r}, expected {dim} (--embedding-dim must match the GloVe file)")
         matrix[index[parts[0]]] = np.asarray(parts[1:], dtype=np.float32)
         found += 1
     if found == 0:
-        raise ValueError(f"{uri}: no vocabulary word found; expected a GloVe text file ('word v1 ... v{dim}' per line)")
+        raise InputError(f"{uri}: no vocabulary word found; expected a GloVe text file ('word v1 ... v{dim}' per line)")
     return matrix, found

@@ -1,14 +1,22 @@
-"""The model directory: one self-describing artifact a trained decoder lives in.
+"""The model directory: the one self-describing artifact a trained decoder lives in.
 
-    <model>/config.json        format, decoder sizes, vocabulary size, max length, and the
-                               identity of the features it was trained on; written last
-    <model>/model.weights.h5   Keras-native weights (the best epoch on dev loss)
-    <model>/vocab.json         the vocabulary and cleaning rules
-    <model>/history.json       per-epoch loss/accuracy, dev loss, timing
-    <model>/loss.png           the loss curves
+This module is the only one that knows its file names::
+
+    <model>/config.json            format, decoder (data sizes + architecture), identity of the
+                                   features it was trained on, training summary; written last
+    <model>/model.weights.h5       Keras-native weights (the best epoch on dev loss)
+    <model>/vocab.json             the vocabulary and cleaning rules
+    <model>/history.json           per-epoch loss/accuracy, dev loss, timing
+    <model>/loss.png               the loss curves
+    <model>/checkpoints/           what lets a killed training run resume:
+        epoch-NNNN.keras           the whole model after epoch NNNN, optimizer state included
+        best.weights.h5            weights of the epoch with the lowest dev loss so far
+        state.json                 last finished epoch, its checkpoint, early-stopping state
+    <model>/data/train/, dev/      the training views (Parquet) Petastorm streams
+    <model>/data/views.json        what the views were built from, their sizes, feature statistics
 
 Loading rebuilds the network from config.json and loads the weights, so inference runs
-exactly the trained architecture. No pickle anywhere.
+exactly the trained architecture. Keras' own formats and JSON; no pickle anywhere.
 """
 from __future__ import annotations
 
@@ -18,19 +26,75 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from captioning.store import storage
-from captioning.model.decoder import DecoderConfig
-from captioning.store.feature_store import check_identity
 from captioning.data.vocab import Vocabulary
+from captioning.errors import UserError
+from captioning.model.decoder import Architecture, DecoderConfig
+from captioning.serialization import from_dict, to_dict
+from captioning.store import storage
+from captioning.store.feature_store import check_identity
 
-FORMAT = "captioning.model/1"
-CONFIG = "config.json"
-WEIGHTS = "model.weights.h5"
-VOCAB = "vocab.json"
+FORMAT = "captioning.model/2"
+_FORMAT_V1 = "captioning.model/1"  # the decoder's sizes flat beside vocab_size, max_length, feature_dim
 
 
-class ModelDirError(ValueError):
+class ModelDirError(UserError, ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """The URIs of one model directory's parts."""
+
+    uri: str
+
+    def _at(self, *parts: str) -> str:
+        return storage.join(self.uri, *parts)
+
+    @property
+    def config(self) -> str:
+        return self._at("config.json")
+
+    @property
+    def weights(self) -> str:
+        return self._at("model.weights.h5")
+
+    @property
+    def vocab(self) -> str:
+        return self._at("vocab.json")
+
+    @property
+    def history(self) -> str:
+        return self._at("history.json")
+
+    @property
+    def loss_plot(self) -> str:
+        return self._at("loss.png")
+
+    @property
+    def checkpoints(self) -> str:
+        return self._at("checkpoints")
+
+    @property
+    def state(self) -> str:
+        return self._at("checkpoints", "state.json")
+
+    @property
+    def best_weights(self) -> str:
+        return self._at("checkpoints", "best.weights.h5")
+
+    def checkpoint(self, name: str) -> str:
+        return self._at("checkpoints", name)
+
+    @staticmethod
+    def epoch_checkpoint_name(epoch: int) -> str:
+        return f"epoch-{epoch:04d}.keras"
+
+    @property
+    def views(self) -> str:
+        return self._at("data", "views.json")
+
+    def view(self, split: str) -> str:
+        return self._at("data", split)
 
 
 @dataclass(frozen=True)
@@ -51,35 +115,74 @@ class ModelInfo:
 
 
 def write_config(uri: str, decoder: DecoderConfig, features: Mapping[str, Any], training: Mapping[str, Any]) -> None:
-    data = {"format": FORMAT, "decoder": decoder.to_dict(), "features": dict(features), "training": dict(training)}
-    storage.write_text(storage.join(uri, CONFIG), json.dumps(data, indent=1))
+    """config.json, written last: its presence means the directory is a complete model."""
+    data = {"format": FORMAT, "decoder": to_dict(decoder), "features": dict(features), "training": dict(training)}
+    storage.write_text(ModelDir(uri).config, json.dumps(data, indent=1))
+
+
+def write_vocabulary(uri: str, vocabulary: Vocabulary) -> None:
+    storage.write_text(ModelDir(uri).vocab, vocabulary.to_json())
+
+
+def read_vocabulary(uri: str) -> Vocabulary:
+    source = ModelDir(uri).vocab
+    return Vocabulary.from_json(storage.read_text(source), source=source)
+
+
+def _decoder_settings(data: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """The "decoder" object of config.json, in the current form (format 1 kept sizes flat)."""
+    decoder = dict(data["decoder"])
+    if data.get("format") == _FORMAT_V1:
+        sizes = {name: decoder.pop(name) for name in Architecture.__dataclass_fields__ if name in decoder}
+        decoder["architecture"] = sizes
+    return decoder
 
 
 def read_info(uri: str) -> ModelInfo:
-    config_uri = storage.join(uri, CONFIG)
-    if not storage.exists(config_uri):
-        raise ModelDirError(f"{uri}: not a model directory ({CONFIG} missing; an interrupted training leaves none); run train-decoder first")
+    place = ModelDir(uri)
+    if not storage.exists(place.config):
+        raise ModelDirError(f"{uri}: not a model directory (config.json missing; an interrupted training leaves none); run train-decoder first")
     try:
-        data = json.loads(storage.read_text(config_uri))
+        data = json.loads(storage.read_text(place.config))
     except json.JSONDecodeError as error:
-        raise ModelDirError(f"{config_uri}: not JSON ({error})") from error
-    if data.get("format") != FORMAT:
-        raise ModelDirError(f"{config_uri}: format {data.get('format')!r}, expected {FORMAT!r}")
-    vocab_uri = storage.join(uri, VOCAB)
-    vocabulary = Vocabulary.from_json(storage.read_text(vocab_uri), source=vocab_uri)
-    decoder = DecoderConfig.from_dict(data["decoder"])
+        raise ModelDirError(f"{place.config}: not JSON ({error})") from error
+    if data.get("format") not in (FORMAT, _FORMAT_V1):
+        raise ModelDirError(f"{place.config}: format {data.get('format')!r}, expected {FORMAT!r}")
+    vocabulary = read_vocabulary(uri)
+    decoder = from_dict(DecoderConfig, _decoder_settings(data, place.config), f"{place.config}: decoder")
     if vocabulary.size != decoder.vocab_size:
         raise ModelDirError(f"{uri}: vocab.json has {vocabulary.size} words but the model was built for {decoder.vocab_size}")
     return ModelInfo(uri=uri, decoder=decoder, features=data["features"], vocabulary=vocabulary, training=data.get("training", {}))
 
 
-def save_weights(model, uri: str) -> None:
-    """Keras-native weights file at ``uri`` (local or S3; S3 via a local temporary file)."""
+def save_keras(model, uri: str, upload: bool = True) -> None:
+    """Save a whole model (``uri`` ending in ``.keras``) or its weights (``.weights.h5``) to ``uri``.
+
+    Keras writes local files only, so the save goes through a temporary folder. With
+    ``upload=False`` the save happens there and nothing is written to ``uri``: data-parallel
+    workers other than the chief must still take part in a save (it may read distributed
+    variables collectively), but only the chief's copy is kept.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "model.weights.h5")
-        model.save_weights(local)
-        with open(local, "rb") as handle:
-            storage.write_bytes(uri, handle.read())
+        local = os.path.join(tmp, os.path.basename(uri))
+        if local.endswith(".keras"):
+            model.save(local)
+        else:
+            model.save_weights(local)
+        if upload:
+            with open(local, "rb") as handle:
+                storage.write_bytes(uri, handle.read())
+
+
+def load_keras_model(uri: str):
+    """A whole model saved by :func:`save_keras` (compiled, optimizer state included)."""
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(uri))
+        with open(local, "wb") as handle:
+            handle.write(storage.read_bytes(uri))
+        return keras.models.load_model(local)
 
 
 def load_weights(model, uri: str) -> None:
@@ -93,10 +196,19 @@ def load_weights(model, uri: str) -> None:
             raise ModelDirError(f"{uri}: weights do not fit the network in config.json ({error})") from error
 
 
+def publish_best_weights(uri: str) -> None:
+    """Copy the best checkpoint to the model's weights; a finished rerun leaves them untouched."""
+    place = ModelDir(uri)
+    best = storage.read_bytes(place.best_weights)
+    if storage.exists(place.weights) and storage.read_bytes(place.weights) == best:
+        return
+    storage.write_bytes(place.weights, best)
+
+
 def load_model(info: ModelInfo):
     """The trained Keras training model, rebuilt from config and loaded with its weights."""
     from captioning.model.decoder import build_training_model
 
     model = build_training_model(info.decoder)
-    load_weights(model, storage.join(info.uri, WEIGHTS))
+    load_weights(model, ModelDir(info.uri).weights)
     return model

@@ -14,8 +14,9 @@ import logging
 import os
 import time
 
+from captioning.errors import InputError
+from captioning.pipeline.runner import parse_config, run_main, spark_for
 from captioning.store import storage
-from captioning.pipeline.runner import InputError, run_main, spark_for
 
 LOG = logging.getLogger("demo")
 
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def ensure_sample(uri: str, images: int, seed: int, images_only: bool = False) -> None:
-    from captioning.data.sample_dataset import SampleConfig, generate_sample_dataset
+    from captioning.data.sample.config import SampleConfig
+    from captioning.data.sample.generate import generate_sample_dataset
 
     marker = storage.join(uri, ".sample.json")
     wanted = {"images": images, "seed": seed}
@@ -87,11 +89,7 @@ def print_metrics_table(summary_uri: str) -> None:
 
 
 def run(args: argparse.Namespace, spark=None) -> int:
-    from captioning.pipeline import caption_images
-    from captioning.pipeline import evaluate
-    from captioning.pipeline import extract_features
-    from captioning.pipeline import prepare_captions
-    from captioning.pipeline import train_decoder
+    from captioning.pipeline import caption_images, evaluate, extract_features, prepare_captions, train_decoder
 
     work = os.path.abspath(args.workdir)
     claim_workdir(work, recipe_of(args))
@@ -117,7 +115,7 @@ def run(args: argparse.Namespace, spark=None) -> int:
         unseen_images = os.path.join(paths["unseen"], "Flicker8k_Dataset")
         stage("caption unseen images", lambda: caption_images.main(["--input", unseen_images, "--model", paths["model"], "--output", paths["captions"]], spark=spark))
     print()
-    print_metrics_table(os.path.join(paths["evaluation"], "summary.md"))
+    print_metrics_table(os.path.join(paths["evaluation"], evaluate.SUMMARY))
     print()
     print(f"Pipeline finished in {time.time() - started:.0f}s ({', '.join(f'{k}: {v}s' for k, v in timings.items())})")
     print(f"  sample dataset      {paths['sample']}")
@@ -131,7 +129,7 @@ def run(args: argparse.Namespace, spark=None) -> int:
 
 
 def main(argv: list[str] | None = None, spark=None) -> int:
-    return run_main(lambda: run(build_parser().parse_args(argv), spark=spark))
+    return run_main(lambda: run(parse_config(build_parser(), lambda args: args, argv), spark=spark))
 
 
 if __name__ == "__main__":

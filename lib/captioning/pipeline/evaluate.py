@@ -16,16 +16,22 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from captioning.store import storage
-from captioning.store.feature_store import decode_vectors, part_uri, require_manifest
-from captioning.pipeline.runner import InputError, run_main, spark_for
+from captioning.data.layout import SPLITS
+from captioning.errors import InputError
 from captioning.model.model_dir import read_info
+from captioning.model.search.config import SearchConfig
+from captioning.pipeline.options import add_search_options, default, positive_int, search_from_args
+from captioning.pipeline.runner import parse_config, run_main, spark_for
+from captioning.store import storage
+from captioning.store.feature_store import decode_vectors, require_manifest
+from captioning.store.prepared import PreparedCaptions
 
 LOG = logging.getLogger("evaluate")
+METRICS, PREDICTIONS, SUMMARY = "metrics.json", "predictions.jsonl", "summary.md"  # under --output
 
 
 @dataclass(frozen=True)
@@ -35,12 +41,9 @@ class EvaluateConfig:
     captions_uri: str
     output_uri: str
     split: str = "test"
-    search: str = "beam"
-    beam_width: int = 3
-    length_alpha: float = 0.7
-    max_length: int = 0  # 0: the model's own maximum
-    batch_size: int = 256
-    coco: bool = True
+    search: SearchConfig = field(default_factory=SearchConfig)
+    batch_size: int = 256  # images decoded at once
+    coco: bool = True  # the COCO caption toolkit (needs Java) besides nltk's BLEU
     overwrite: bool = False
 
 
@@ -50,12 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--features", required=True, help="feature store with the split's images (same backbone as the model)")
     parser.add_argument("--captions", required=True, help="output folder of prepare-captions (reference captions)")
     parser.add_argument("--output", required=True, help="folder for metrics.json, predictions.jsonl and summary.md")
-    parser.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split to evaluate (default test)")
-    parser.add_argument("--search", default="beam", choices=("greedy", "beam"), help="decoding method (default beam)")
-    parser.add_argument("--beam-width", type=int, default=3, help="beams per image (default 3)")
-    parser.add_argument("--length-alpha", type=float, default=0.7, help="length normalisation exponent; 0 disables (default 0.7)")
-    parser.add_argument("--max-length", type=int, default=0, help="most words per caption (default: the model's maximum)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images decoded at once (default 256)")
+    parser.add_argument("--split", default=default(EvaluateConfig, "split"), choices=SPLITS, help="split to evaluate (default %(default)s)")
+    add_search_options(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=default(EvaluateConfig, "batch_size"), help="images decoded at once (default %(default)s)")
     parser.add_argument("--no-coco", action="store_true", help="skip the COCO toolkit (it needs Java for METEOR and tokenisation)")
     parser.add_argument("--overwrite", action="store_true", help="evaluate again even if --output already holds this evaluation")
     return parser
@@ -64,8 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     return EvaluateConfig(
         model_uri=args.model, features_uri=args.features, captions_uri=args.captions, output_uri=args.output, split=args.split,
-        search=args.search, beam_width=args.beam_width, length_alpha=args.length_alpha, max_length=args.max_length,
-        batch_size=args.batch_size, coco=not args.no_coco, overwrite=args.overwrite,
+        search=search_from_args(args), batch_size=args.batch_size, coco=not args.no_coco, overwrite=args.overwrite,
     )
 
 
@@ -73,7 +72,7 @@ def evaluation_key(config: EvaluateConfig, info, manifest) -> dict:
     """What an evaluation's result depends on: same key, same metrics."""
     return {
         "model_id": info.identity, "features": list(manifest.parts), "captions": config.captions_uri, "split": config.split,
-        "search": [config.search, config.beam_width, config.length_alpha, config.max_length], "coco": config.coco,
+        "search": [config.search.method, config.search.beam_width, config.search.length_alpha, config.search.max_length], "coco": config.coco,
     }
 
 
@@ -81,13 +80,13 @@ def extract(spark, config: EvaluateConfig, manifest):
     """(image ids, vectors (N, D), references {id: [raw caption, ...]}, images without vectors)."""
     from pyspark.sql import functions as F
 
-    captions = spark.read.parquet(storage.join(config.captions_uri, "captions")).where(F.col("split") == config.split)
+    captions = spark.read.parquet(PreparedCaptions(config.captions_uri).captions).where(F.col("split") == config.split)
     references: dict[str, list[str]] = {}
     for row in captions.select("image_id", "caption_index", "raw").orderBy("image_id", "caption_index").collect():
         references.setdefault(row["image_id"], []).append(row["raw"])
     if not references:
         raise InputError(f"{config.captions_uri}: no {config.split} captions")
-    features = spark.read.parquet(*[part_uri(config.features_uri, p) for p in manifest.parts])
+    features = spark.read.parquet(*manifest.part_uris(config.features_uri))
     wanted = spark.createDataFrame([(i,) for i in references], "image_id string")
     rows = features.where(F.col("status") == "ok").join(wanted, "image_id", "left_semi").select("image_id", "features").orderBy("image_id").collect()
     ids = [r["image_id"] for r in rows]
@@ -137,14 +136,14 @@ def summary_markdown(metrics: dict) -> str:
 
 def run(config: EvaluateConfig, spark=None) -> dict:
     from captioning.model.encoder import configure_tensorflow
-    from captioning.model.captioner import Captioner, default_search
+    from captioning.model.captioner import Captioner
 
     started = time.time()
     info = read_info(config.model_uri)
     manifest = require_manifest(config.features_uri)
     info.check_features(config.features_uri, manifest.encoder)
     key = evaluation_key(config, info, manifest)
-    metrics_uri = storage.join(config.output_uri, "metrics.json")
+    metrics_uri = storage.join(config.output_uri, METRICS)
     if not config.overwrite and storage.exists(metrics_uri):
         previous = json.loads(storage.read_text(metrics_uri))
         if previous.get("key") == key:
@@ -155,8 +154,8 @@ def run(config: EvaluateConfig, spark=None) -> dict:
     if not ids:
         raise InputError(f"{config.features_uri}: none of the {len(references)} {config.split} images has features; run extract-features on the dataset")
     configure_tensorflow(mixed_precision=False)  # GPU memory growth before the first model
-    search = default_search(info, config.search, config.beam_width, config.length_alpha, config.max_length or None)
-    captioner = Captioner(info, search)
+    captioner = Captioner(info, config.search)
+    search = captioner.search
     decode_started = time.time()
     predictions = caption_all(captioner, vectors, config.batch_size)
     decode_seconds = time.time() - decode_started
@@ -178,19 +177,19 @@ def run(config: EvaluateConfig, spark=None) -> dict:
         "seconds": round(time.time() - started, 1),
         "examples": [{"image_id": i, "caption": p.text, "reference": references[i][0]} for i, p in list(zip(ids, predictions))[:5]],
     }
-    storage.write_text(storage.join(config.output_uri, "predictions.jsonl"), "".join(
+    storage.write_text(storage.join(config.output_uri, PREDICTIONS), "".join(
         json.dumps({"image_id": i, "caption": p.text, "score": round(p.score, 4), "ended": p.ended, "references": references[i]}) + "\n" for i, p in zip(ids, predictions)
     ))
-    storage.write_text(storage.join(config.output_uri, "summary.md"), summary_markdown(metrics))
-    storage.write_text(storage.join(config.output_uri, "metrics.json"), json.dumps(metrics, indent=1))
+    storage.write_text(storage.join(config.output_uri, SUMMARY), summary_markdown(metrics))
+    storage.write_text(metrics_uri, json.dumps(metrics, indent=1))
     return metrics
 
 
 def main(argv: list[str] | None = None, spark=None) -> int:
     def job() -> int:
-        config = config_from_args(build_parser().parse_args(argv))
+        config = parse_config(build_parser(), config_from_args, argv)
         run(config, spark)
-        print(storage.read_text(storage.join(config.output_uri, "summary.md")))
+        print(storage.read_text(storage.join(config.output_uri, SUMMARY)))
         return 0
 
     return run_main(job)

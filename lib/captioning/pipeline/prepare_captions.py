@@ -3,14 +3,10 @@
     spark-submit jobs/prepare_captions.py --dataset s3://my-bucket/flickr8k --output s3://my-bucket/prepared
     captioner prepare-captions --dataset data/sample --output data/prepared
 
-Writes under ``--output``:
-  captions/      Parquet, one row per caption: image_id, split, caption_index, raw,
-                 source, tokens, token_ids (padded to max_length), length, truncated
-  vocab.json     the vocabulary with counts and the cleaning rules that made it
-  summary.json   images and captions per split, and every dropped or odd item by reason
-
-summary.json is written last: its presence means the stage completed. A rerun over
-unchanged inputs with the same options does nothing (``--overwrite`` forces it).
+Writes the prepared-captions folder (:mod:`captioning.store.prepared`): the captions
+table, the vocabulary and, last, a summary that counts every dropped or odd item by
+reason. A rerun over unchanged inputs with the same options does nothing
+(``--overwrite`` forces it).
 """
 from __future__ import annotations
 
@@ -18,15 +14,18 @@ import argparse
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from captioning.store import storage
 from captioning.data.flickr8k import load_dataset
-from captioning.pipeline.runner import InputError, run_main, spark_for
 from captioning.data.text import CleaningConfig
+from captioning.errors import InputError
+from captioning.pipeline.options import default, positive_int
+from captioning.serialization import to_dict
+from captioning.pipeline.runner import parse_config, run_main, spark_for
+from captioning.store import storage
+from captioning.store.prepared import PreparedCaptions
 
 LOG = logging.getLogger("prepare_captions")
-SUMMARY_FORMAT = "captioning.prepare-summary/1"
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class PrepareConfig:
 
     def options(self) -> dict:
         """The settings that change the output (the rerun fingerprint covers these)."""
-        data = asdict(self)
+        data = to_dict(self)
         data.pop("output_uri")
         data.pop("overwrite")
         return data
@@ -55,21 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dataset", required=True, help="dataset root (local path, file:// or s3://) in Flickr8k layout: Flicker8k_Dataset/ or Images/, Flickr8k.token.txt or captions.txt, Flickr_8k.{train,dev,test}Images.txt")
     parser.add_argument("--output", required=True, help="output folder/prefix for captions/, vocab.json and summary.json")
-    parser.add_argument("--min-count", type=int, default=10, help="keep words seen at least this many times in training captions (default 10, as the original project)")
-    parser.add_argument("--max-length", type=int, default=0, help="token ids per caption including startseq/endseq; longer captions are truncated and counted (default: longest training caption + 2, at most --max-length-cap)")
-    parser.add_argument("--max-length-cap", type=int, default=40, help="upper bound for the automatic --max-length (default 40)")
+    parser.add_argument("--min-count", type=positive_int, default=default(PrepareConfig, "min_count"), help="keep words seen at least this many times in training captions (default %(default)s, as the original project)")
+    parser.add_argument("--max-length", type=int, default=default(PrepareConfig, "max_length"), help="token ids per caption including startseq/endseq; longer captions are truncated and counted (default %(default)s: longest training caption + 2, at most --max-length-cap)")
+    parser.add_argument("--max-length-cap", type=positive_int, default=default(PrepareConfig, "max_length_cap"), help="upper bound for the automatic --max-length (default %(default)s)")
     parser.add_argument("--keep-case", action="store_true", help="do not lower-case captions")
     parser.add_argument("--keep-punctuation", action="store_true", help="do not delete punctuation characters")
     parser.add_argument("--keep-single-letters", action="store_true", help="keep one-letter tokens such as 'a' (the original dropped them)")
     parser.add_argument("--keep-digits", action="store_true", help="keep tokens that contain digits (the original dropped them)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the hash split used when the dataset has no split lists (default 0)")
+    parser.add_argument("--split-seed", type=int, default=default(PrepareConfig, "split_seed"), help="seed of the hash split used when the dataset has no split lists (default %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="recompute even if the output is up to date")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:
-    if args.min_count < 1:
-        raise InputError(f"--min-count must be at least 1, got {args.min_count}")
     if args.max_length and args.max_length < 3:
         raise InputError(f"--max-length must be at least 3 (startseq, a word, endseq), got {args.max_length}")
     return PrepareConfig(
@@ -101,31 +98,19 @@ def fingerprint(config: PrepareConfig, dataset) -> str:
     return digest.hexdigest()
 
 
-def previous_fingerprint(output_uri: str) -> str | None:
-    summary_uri = storage.join(output_uri, "summary.json")
-    if not storage.exists(summary_uri):
-        return None
-    try:
-        return json.loads(storage.read_text(summary_uri)).get("fingerprint")
-    except (ValueError, storage.StorageError):
-        return None
-
-
 def extract(config: PrepareConfig):
     """Read the dataset on the driver (a few MB of text); images are only listed."""
     return load_dataset(config.dataset_uri, split_seed=config.split_seed)
 
 
 def caption_rows(dataset) -> tuple[list[tuple], list[dict]]:
-    """(rows for Spark, dropped captions) — captions of images in no split are dropped, counted."""
-    rows, dropped = [], []
-    for record in dataset.captions:
-        split = dataset.split_of(record.image_id)
-        if split is None:
-            dropped.append({"reason": "caption_image_in_no_split", "source": record.source, "detail": f"{record.image_id} is in no split list"})
-            continue
-        rows.append((record.image_id, split, record.caption_index, record.text, record.source))
-    return rows, dropped
+    """(rows for Spark, dropped captions): captions of images in no split are dropped, counted."""
+    dropped = [
+        {"reason": "caption_image_in_no_split", "source": record.source, "detail": f"{record.image_id} is in no split list"}
+        for record in dataset.captions
+        if dataset.split_of(record.image_id) is None
+    ]
+    return dataset.caption_rows(), dropped
 
 
 def transform(spark, config: PrepareConfig, rows: list[tuple]):
@@ -157,11 +142,11 @@ def load(config: PrepareConfig, table, vocabulary, max_length: int, dataset, dro
     """Write table, vocabulary and, last, the summary."""
     from captioning.pipeline.transforms import captions as stage
 
-    summary_uri = storage.join(config.output_uri, "summary.json")
-    storage.delete(summary_uri)  # no summary = incomplete output, until the new one is written
+    output = PreparedCaptions(config.output_uri)
+    storage.delete(output.summary)  # no summary = incomplete output, until the new one is written
     table.cache()
-    table.write.mode("overwrite").parquet(storage.join(config.output_uri, "captions"))
-    storage.write_text(storage.join(config.output_uri, "vocab.json"), vocabulary.to_json())
+    table.write.mode("overwrite").parquet(output.captions)
+    output.write_vocabulary(vocabulary)
     written = table.count()
     truncated = table.where("truncated").count()
     issues = [{"reason": i.reason, "source": f"{i.uri}:{i.line}" if i.line else i.uri, "detail": i.detail} for i in dataset.issues]
@@ -170,7 +155,6 @@ def load(config: PrepareConfig, table, vocabulary, max_length: int, dataset, dro
     for issue in issues:
         counts[issue["reason"]] = counts.get(issue["reason"], 0) + 1
     summary = {
-        "format": SUMMARY_FORMAT,
         "fingerprint": digest,
         "dataset": config.dataset_uri,
         "layout": dataset.layout,
@@ -183,18 +167,19 @@ def load(config: PrepareConfig, table, vocabulary, max_length: int, dataset, dro
         "issue_counts": dict(sorted(counts.items())),
         "issues": issues,
     }
-    storage.write_text(summary_uri, json.dumps(summary, indent=1))
+    output.write_summary(summary)
     table.unpersist()
-    return summary
+    return output.read_summary()
 
 
 def run(config: PrepareConfig, spark=None) -> dict:
     """The whole stage; returns the summary (the existing one when up to date)."""
     dataset = extract(config)
     digest = fingerprint(config, dataset)
-    if not config.overwrite and previous_fingerprint(config.output_uri) == digest:
+    previous = PreparedCaptions(config.output_uri).read_summary()
+    if not config.overwrite and previous is not None and previous.get("fingerprint") == digest:
         LOG.info("%s is up to date with %s; nothing to do (--overwrite recomputes)", config.output_uri, config.dataset_uri)
-        return json.loads(storage.read_text(storage.join(config.output_uri, "summary.json")))
+        return previous
     rows, dropped = caption_rows(dataset)
     if not rows:
         raise InputError(f"{config.dataset_uri}: no caption belongs to an image in a split; check the split lists and image folder")
@@ -207,7 +192,7 @@ def run(config: PrepareConfig, spark=None) -> dict:
 
 def main(argv: list[str] | None = None, spark=None) -> int:
     def job() -> int:
-        config = config_from_args(build_parser().parse_args(argv))
+        config = parse_config(build_parser(), config_from_args, argv)
         summary = run(config, spark)
         print(json.dumps({k: summary[k] for k in ("splits", "captions", "vocabulary", "max_length", "issue_counts")}, indent=1))
         return 0

@@ -1,32 +1,53 @@
-"""What every job does around its own work: session ownership and readable failures.
+"""What every command does around its own work: options, console, session, readable failures.
 
-A job's ``main(argv=None, spark=None)`` uses the caller's session when given one (tests,
+A stage's ``main(argv=None, spark=None)`` uses the caller's session when given one (tests,
 the demo running several stages) and otherwise builds and stops its own. Expected
-failures (bad input, missing files, refused artifacts) end with one ``error:`` line that
-names the object and what to do, and exit status 2; anything else is a real bug and keeps
-its traceback.
+failures (:class:`captioning.errors.UserError`: bad input, missing files, refused
+artifacts) end with one ``error:`` line that names the object and what to do, and exit
+status 2; anything else is a bug and keeps its traceback.
+
+The console shows the command's own progress and results. Known noise of the libraries
+underneath (TensorFlow's start-up notices, petastorm's and pyarrow's deprecation
+warnings, chatty loggers) is filtered at its source unless ``--verbose`` is given.
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import sys
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
-from captioning.cluster.session import JavaMissingError, build_session
-from captioning.store.storage import StorageError
+from captioning.cluster.session import build_session
+from captioning.errors import InputError, UserError
+
+T = TypeVar("T")
+
+_QUIET_LOGGERS = ("py4j", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec", "h5py", "matplotlib", "PIL", "petastorm", "absl")
 
 
-class InputError(ValueError):
-    """Input or artifact a user can fix; the message says which object and what to do."""
+def configure_console(verbose: bool = False) -> None:
+    """Log lines with time and source on stderr; third-party noise off unless ``verbose``.
 
-
-EXPECTED_ERRORS = (InputError, StorageError, JavaMissingError, ValueError, FileNotFoundError)
+    Must run before TensorFlow is imported: its C++ notices are filtered by an environment
+    variable it reads once. Spark's Python workers and data-parallel workers inherit it.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # errors only: no oneDNN / CPU-instruction notices
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # petastorm 0.13 reads through pyarrow's legacy dataset API on purpose (see petastorm_input.py),
+    # and both warn about it on every reader; nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(petastorm|pyarrow)(\.|$)")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(petastorm|pyarrow|keras|tensorflow)(\.|$)")
 
 
 @contextmanager
-def spark_for(app_name: str, spark=None) -> Iterator[object]:
+def spark_for(app_name: str, spark=None) -> Iterator[Any]:
     if spark is not None:
         yield spark
         return
@@ -37,15 +58,24 @@ def spark_for(app_name: str, spark=None) -> Iterator[object]:
         session.stop()
 
 
+def parse_config(parser: argparse.ArgumentParser, to_config: Callable[[argparse.Namespace], T], argv: list[str] | None) -> T:
+    """Parse ``argv`` (plus ``--verbose``) and build the stage's config; a value the config
+    refuses is the user's to fix, reported like any other input error."""
+    parser.add_argument("--verbose", action="store_true", help="also show the libraries' own notices and warnings")
+    args = parser.parse_args(argv)
+    configure_console(args.verbose)
+    try:
+        return to_config(args)
+    except UserError:
+        raise
+    except ValueError as error:
+        raise InputError(str(error)) from error
+
+
 def run_main(job: Callable[[], int | None]) -> int:
     """Run ``job`` turning expected failures into an ``error:`` line and exit status 2."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("py4j", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec", "h5py", "matplotlib", "PIL", "petastorm"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # petastorm 0.13 uses pyarrow's legacy dataset API on purpose (see reader.py)
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
     try:
         return int(job() or 0)
-    except EXPECTED_ERRORS as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

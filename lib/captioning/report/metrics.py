@@ -39,6 +39,8 @@ import os
 import shutil
 from typing import Hashable, Mapping, Sequence, Union
 
+from captioning.errors import UserError
+
 BLEU_WEIGHTS = (
     ("BLEU-1", (1.0, 0.0, 0.0, 0.0)),
     ("BLEU-2", (0.5, 0.5, 0.0, 0.0)),
@@ -52,7 +54,7 @@ Hypotheses = Mapping[Hashable, Sequence[str]]
 TextOrTokens = Union[str, Sequence[str]]  # raw caption text or its tokens
 
 
-class CocoEvalError(RuntimeError):
+class CocoEvalError(UserError, RuntimeError):
     """The COCO toolkit could not run (no Java, unwritable package directory, METEOR failed)."""
 
 

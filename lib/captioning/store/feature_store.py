@@ -18,11 +18,13 @@ Spark has no half-precision type; every vector of a store has the same byte leng
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
+from captioning.errors import UserError
+from captioning.serialization import from_dict, to_dict
 from captioning.store import storage
 
 MANIFEST = "_feature_store.json"
@@ -30,7 +32,12 @@ FORMAT = "captioning.feature-store/1"
 IDENTITY_KEYS = ("backbone", "input_size", "feature_dim", "pooling", "weights")
 
 
-class FeatureStoreMismatch(ValueError):
+# Row groups of about 2k float16 ResNet vectors: Petastorm shuffles by row group, so small
+# groups mix better. Also used for the training views, which carry the same vectors.
+ROW_GROUP_BYTES = 8 * 1024 * 1024
+
+
+class FeatureStoreMismatch(UserError, ValueError):
     """Features made by another model than the one a stage expects."""
 
 
@@ -47,10 +54,12 @@ class Manifest:
     def feature_dim(self) -> int:
         return int(self.encoder["feature_dim"])
 
+    def part_uris(self, store_uri: str) -> list[str]:
+        """The Parquet folders of the current rows: what every reader reads, and only that."""
+        return [part_uri(store_uri, part) for part in self.parts]
+
     def to_json(self) -> str:
-        data = asdict(self)
-        data["format"] = FORMAT
-        return json.dumps(data, indent=1, default=list)
+        return json.dumps({**to_dict(self), "format": FORMAT}, indent=1)
 
     @classmethod
     def from_json(cls, text: str, source: str) -> "Manifest":
@@ -58,16 +67,9 @@ class Manifest:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise FeatureStoreMismatch(f"{source}: not a feature store manifest ({error})") from error
-        if data.get("format") != FORMAT:
-            raise FeatureStoreMismatch(f"{source}: format {data.get('format')!r}, expected {FORMAT!r}")
-        return cls(
-            encoder=dict(data["encoder"]),
-            dtype=data["dtype"],
-            parts=tuple(data["parts"]),
-            rows=int(data.get("rows", 0)),
-            errors=int(data.get("errors", 0)),
-            history=tuple(data.get("history", ())),
-        )
+        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+            raise FeatureStoreMismatch(f"{source}: not a feature store manifest (expected format {FORMAT!r})")
+        return from_dict(cls, data, source)
 
 
 def manifest_uri(store_uri: str) -> str:
@@ -122,3 +124,32 @@ def decode_vectors(blobs, dtype: str, dim: int) -> np.ndarray:
     """Stack raw vector bytes into a float32 array of shape (n, dim)."""
     flat = np.frombuffer(b"".join(blobs), dtype=np.dtype(dtype).newbyteorder("<"))
     return flat.reshape(-1, dim).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """Which parts a run writes and which the manifest lists afterwards."""
+
+    new_part: str  # the rows this run computed
+    compacted: str | None  # when images changed: one part with every current row, replacing all
+    parts: tuple[str, ...]  # listed by the new manifest
+    obsolete: tuple[str, ...]  # deleted once the new manifest is written
+
+
+def plan_parts(previous: Manifest | None, run_id: str, changed: bool) -> PartPlan:
+    """New images append a part; changed images rewrite one compacted part (one row per image)."""
+    if previous is None:
+        return PartPlan(run_id, None, (run_id,), ())
+    if changed:
+        compacted = run_id + "-compacted"
+        return PartPlan(run_id, compacted, (compacted,), (*previous.parts, run_id))
+    return PartPlan(run_id, None, (*previous.parts, run_id), ())
+
+
+def remove_unlisted_parts(store_uri: str, parts, obsolete=()) -> None:
+    """Delete parts no manifest lists: superseded ones and leftovers of interrupted runs."""
+    root = storage.join(store_uri, "parts")
+    names = {storage.basename(storage.parent(f.uri)) for f in storage.list_files(root)} if storage.exists(root) else set()
+    for name in (names | set(obsolete)) - set(parts):
+        storage.delete(part_uri(store_uri, name), recursive=True)
+

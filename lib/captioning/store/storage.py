@@ -18,8 +18,10 @@ from typing import Iterator
 
 import fsspec
 
+from captioning.errors import UserError
 
-class StorageError(OSError):
+
+class StorageError(UserError, OSError):
     """An URI could not be read or written; the message names the URI and what to do."""
 
 

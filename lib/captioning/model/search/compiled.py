@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from captioning.model.search.reference import SearchConfig, SearchResult
+from captioning.model.search.config import SearchConfig, SearchResult, require_max_length
 
 State = tuple  # of tf.Tensor, each with leading dimension B (or B*K in beam search)
 StepFn = Callable[[tf.Tensor, State], tuple]  # (word_ids [N], state) -> (log_probs [N, V], state)
@@ -53,6 +53,7 @@ def make_search_fn(
 
     :func:`results_from_outputs` turns that dict into :class:`SearchResult` objects.
     """
+    require_max_length(config)
     for spec in tf.nest.flatten(feature_spec):
         if not isinstance(spec, tf.TensorSpec) or spec.shape.rank is None or spec.shape.rank < 1 or spec.shape[0] is not None:
             raise ValueError(f"feature_spec must hold tf.TensorSpec objects with a None batch dimension, got {spec!r}")

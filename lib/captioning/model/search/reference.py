@@ -26,10 +26,11 @@ exact about the rules both implementations follow:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
+
+from captioning.model.search.config import SearchConfig, SearchResult, require_max_length
 
 State = tuple[np.ndarray, ...]  # every array has leading dimension B (or B*K in beam search)
 
@@ -44,34 +45,6 @@ class StepModel(Protocol):
     def step(self, word_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """``word_ids`` int [N] and a state of leading dim N -> (log_probs [N, V], new state)."""
         ...
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    method: Literal["greedy", "beam"] = "beam"
-    beam_width: int = 3  # beams kept per image (beam search only)
-    length_alpha: float = 0.7  # GNMT length penalty exponent; 0 ranks by plain log-prob sum
-    max_length: int = 30  # most tokens emitted per caption, endseq included
-
-    def __post_init__(self) -> None:
-        if self.method not in ("greedy", "beam"):
-            raise ValueError(f"method must be 'greedy' or 'beam', got {self.method!r}")
-        if self.beam_width < 1:
-            raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
-        if self.length_alpha < 0:
-            raise ValueError(f"length_alpha must be >= 0, got {self.length_alpha}")
-        if self.max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """The caption found for one image."""
-
-    token_ids: tuple[int, ...]  # emitted word ids, without startseq and the final endseq
-    log_prob: float  # sum of log-probabilities of the emitted tokens (endseq included if emitted)
-    score: float  # log_prob / ((5 + emitted) / 6) ** length_alpha
-    ended: bool  # True if the model emitted endseq, False if cut at max_length
 
 
 def length_penalty(lengths: np.ndarray, alpha: float) -> np.ndarray:
@@ -90,6 +63,7 @@ def greedy_search(model: StepModel, features: Any, config: SearchConfig, *, star
     """At every step take the most probable word (lowest id on ties), for all images at once."""
     state = _initial_state(model, features)
     batch = state[0].shape[0]
+    require_max_length(config)
     tokens = np.full((batch, config.max_length), pad_id, dtype=np.int64)  # [B, T]
     sums = np.zeros(batch, dtype=np.float64)  # [B]
     lengths = np.zeros(batch, dtype=np.int64)  # [B]
@@ -120,6 +94,7 @@ def beam_search(model: StepModel, features: Any, config: SearchConfig, *, start_
     state = _initial_state(model, features)
     batch = state[0].shape[0]
     state = tuple(np.repeat(np.asarray(s), width, axis=0) for s in state)  # each [B*K, ...]
+    require_max_length(config)
     tokens = np.full((batch, width, config.max_length), pad_id, dtype=np.int64)  # [B, K, T]
     sums = np.full((batch, width), -np.inf)  # [B, K]
     sums[:, 0] = 0.0  # only beam 0 is live at first, so the K copies do not repeat one caption

@@ -14,9 +14,10 @@ from typing import Iterator
 import pandas as pd
 from pyspark.sql import types as T
 
-from captioning.model.encoder import EncoderConfig
-from captioning.data.images import DecodeConfig, is_image_name
-from captioning.model.search.reference import SearchConfig
+from captioning.model.encoder_spec import EncoderConfig
+from captioning.data.layout import describe_image_extensions, is_image_name
+from captioning.model.search.config import SearchConfig
+from captioning.pipeline.reading import ImageReading
 from captioning.pipeline.transforms.worker_models import captioner, featurizer
 from captioning.pipeline.transforms.features import featurized_batches
 
@@ -52,8 +53,7 @@ class BulkConfig:
     run_id: str
     encoder: EncoderConfig
     search: SearchConfig
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    io_threads: int = 8
+    reading: ImageReading = field(default_factory=ImageReading)
 
 
 def caption_batches(batches: Iterator[pd.DataFrame], config: BulkConfig) -> Iterator[pd.DataFrame]:
@@ -69,7 +69,7 @@ def caption_batches(batches: Iterator[pd.DataFrame], config: BulkConfig) -> Iter
                 skipped.append(_skipped(batch[~is_image], config))
             yield batch[is_image]
 
-    for featurized in featurized_batches(image_batches(), config.encoder, config.decode, config.io_threads):
+    for featurized in featurized_batches(image_batches(), config.encoder, config.reading):
         while skipped:
             yield skipped.pop()
         captions = iter(model.caption(featurized.vectors))
@@ -91,7 +91,7 @@ def _skipped(objects: pd.DataFrame, config: BulkConfig) -> pd.DataFrame:
     out["caption"] = None
     out["score"] = None
     out["error"] = "not_an_image_name"
-    out["error_detail"] = "the object name has no image extension (jpg, jpeg, png, webp, bmp, gif); not captioned"
+    out["error_detail"] = f"the object name has no image extension ({describe_image_extensions()}); not captioned"
     return _stamp(out, config)
 
 

@@ -1,8 +1,9 @@
 """Feature extraction as a Spark transform: image listing in, feature rows out.
 
-Each partition reads its images itself (storage: local files or S3, in a small thread
-pool so object-store latency overlaps), decodes and resizes them with Pillow, and runs
-the CNN on whole batches through a compiled function built once per Python worker.
+Each partition reads its images itself (:mod:`captioning.pipeline.reading`: local files
+or S3, in a small thread pool so object-store latency overlaps), decodes and resizes
+them with Pillow, and runs the CNN on whole batches through a compiled function built
+once per Python worker.
 The next batch is read and decoded while the current one is in the CNN. Image bytes
 never travel to the driver. A bad image becomes a row with status "error" and a reason.
 """
@@ -17,10 +18,9 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import types as T
 
-from captioning.store import storage
-from captioning.model.encoder import EncoderConfig
+from captioning.model.encoder_spec import EncoderConfig
 from captioning.store.feature_store import encode_vector
-from captioning.data.images import DecodeConfig, ImageDecodeError, decode_image
+from captioning.pipeline.reading import ImageReading, load_image
 from captioning.pipeline.transforms.worker_models import featurizer
 
 LISTING_SCHEMA = T.StructType(
@@ -48,32 +48,14 @@ FEATURE_SCHEMA = T.StructType(
 @dataclass(frozen=True)
 class FeatureConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    reading: ImageReading = field(default_factory=ImageReading)
     dtype: str = "float16"  # storage precision of vectors; float32 doubles the size
-    io_threads: int = 8  # concurrent reads+decodes per task (S3 latency hides behind them)
-    images_per_partition: int = 256  # task size: small enough to balance, large enough to batch
 
 
 def listing_frame(spark, files, num_partitions: int):
     """DataFrame of image listings (image_id, uri, size, version, mtime), spread over partitions."""
     rows = [(f.image_id, f.uri, int(f.size), f.version, f.mtime) for f in files]
     return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, num_partitions)), LISTING_SCHEMA)
-
-
-def partitions_for(count: int, config: FeatureConfig, parallelism: int) -> int:
-    return max(parallelism, -(-count // config.images_per_partition)) if count else 1
-
-
-def _load(uri: str, size: tuple[int, int], decode: DecodeConfig):
-    """(pixels, None) or (None, (reason, message)) for one image."""
-    try:
-        data = storage.read_bytes(uri)
-    except storage.StorageError as error:
-        return None, ("unreadable", str(error))
-    try:
-        return decode_image(data, size, decode), None
-    except ImageDecodeError as error:
-        return None, (error.reason, str(error))
 
 
 @dataclass(frozen=True)
@@ -85,14 +67,14 @@ class Featurized:
     vectors: np.ndarray  # (number of rows without problem, feature_dim) float32, in row order
 
 
-def featurized_batches(batches: Iterator[pd.DataFrame], encoder: EncoderConfig, decode: DecodeConfig, io_threads: int) -> Iterator[Featurized]:
+def featurized_batches(batches: Iterator[pd.DataFrame], encoder: EncoderConfig, reading: ImageReading) -> Iterator[Featurized]:
     """Read, decode and featurize listing batches; batch i+1 is read while batch i runs the CNN."""
     featurize, spec = featurizer(encoder)
     size = tuple(spec.input_size)
-    with ThreadPoolExecutor(max_workers=io_threads) as pool:
+    with ThreadPoolExecutor(max_workers=reading.io_threads) as pool:
 
         def submit(chunk: pd.DataFrame):
-            return chunk, [pool.submit(_load, uri, size, decode) for uri in chunk["uri"]]
+            return chunk, [pool.submit(load_image, uri, size, reading.decode) for uri in chunk["uri"]]
 
         chunks = (listing.iloc[i : i + encoder.batch_size] for listing in batches for i in range(0, len(listing), encoder.batch_size))
         pending = None
@@ -126,7 +108,7 @@ def feature_rows(batch: Featurized, dtype: str) -> pd.DataFrame:
 
 def featurize_batches(batches: Iterator[pd.DataFrame], config: FeatureConfig) -> Iterator[pd.DataFrame]:
     """mapInPandas body: listing batches in, feature rows out (same rows, same order)."""
-    for batch in featurized_batches(batches, config.encoder, config.decode, config.io_threads):
+    for batch in featurized_batches(batches, config.encoder, config.reading):
         yield feature_rows(batch, config.dtype)
 
 

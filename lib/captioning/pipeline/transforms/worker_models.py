@@ -32,7 +32,8 @@ def assign_task_gpu() -> None:
 @functools.lru_cache(maxsize=2)
 def featurizer(encoder_config):
     """(compiled batch featurizer, backbone spec) for an EncoderConfig, built once per process."""
-    from captioning.model.encoder import backbone_spec, build_encoder, configure_tensorflow, make_batch_featurizer
+    from captioning.model.encoder_spec import backbone_spec
+    from captioning.model.encoder import build_encoder, configure_tensorflow, make_batch_featurizer
 
     assign_task_gpu()
     configure_tensorflow(mixed_precision=encoder_config.mixed_precision)

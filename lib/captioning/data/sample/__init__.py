@@ -1,0 +1,1 @@
+"""The built-in sample dataset (see :mod:`captioning.data.sample.generate`)."""

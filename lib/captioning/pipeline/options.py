@@ -1,0 +1,69 @@
+"""Command-line options shared by the stages, with defaults read from the config dataclasses.
+
+Each default is written once, in its dataclass; the parsers ask :func:`default` for it and
+show it with ``%(default)s``, so ``--help``, the jobs and the library cannot disagree.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from captioning.data.images import DecodeConfig
+from captioning.model.encoder_spec import EncoderConfig
+from captioning.model.search.config import SearchConfig
+from captioning.pipeline.reading import ImageReading
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls``."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """How captions are searched (evaluate, caption-images)."""
+    group = parser.add_argument_group("caption search")
+    group.add_argument("--search", default=default(SearchConfig, "method"), choices=("greedy", "beam"), help="decoding method (default %(default)s)")
+    group.add_argument("--beam-width", type=positive_int, default=default(SearchConfig, "beam_width"), help="beams per image (default %(default)s)")
+    group.add_argument("--length-alpha", type=float, default=default(SearchConfig, "length_alpha"), help="length normalisation exponent; 0 disables (default %(default)s)")
+    group.add_argument("--max-length", type=non_negative_int, default=default(SearchConfig, "max_length"), help="most words per caption (default %(default)s: the model's own maximum)")
+
+
+def search_from_args(args: argparse.Namespace) -> SearchConfig:
+    return SearchConfig(method=args.search, beam_width=args.beam_width, length_alpha=args.length_alpha, max_length=args.max_length)
+
+
+def add_reading_options(parser: argparse.ArgumentParser) -> None:
+    """How a stage reads and encodes images in its Spark tasks (extract-features, caption-images)."""
+    group = parser.add_argument_group("reading images")
+    group.add_argument("--batch-size", type=positive_int, default=default(EncoderConfig, "batch_size"), help="images per CNN call (default %(default)s)")
+    group.add_argument("--io-threads", type=positive_int, default=default(ImageReading, "io_threads"), help="concurrent object reads and decodes per task (default %(default)s)")
+    group.add_argument("--images-per-partition", type=positive_int, default=default(ImageReading, "images_per_partition"), help="objects per Spark task (default %(default)s)")
+    group.add_argument("--max-pixels", type=positive_int, default=default(DecodeConfig, "max_pixels"), help="refuse images with more pixels than this, a decompression-bomb guard (default %(default)s)")
+    group.add_argument("--mixed-precision", action="store_true", help="run the CNN in mixed float16 (GPUs with tensor cores)")
+
+
+def reading_from_args(args: argparse.Namespace) -> ImageReading:
+    return ImageReading(io_threads=args.io_threads, images_per_partition=args.images_per_partition, decode=DecodeConfig(max_pixels=args.max_pixels))
