@@ -12,6 +12,7 @@ setup(
     python_requires=">=3.11,<3.12",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
+    package_data={"captioning.cluster": ["log4j2.properties"]},
     install_requires=[
         "numpy>=1.26,<2",
         "pillow>=10",

@@ -152,7 +152,8 @@ def gallery_page(tmp_path):
         "counts": {"ok": 6, "error": 2, "skipped": 1},
     }
     path = tmp_path / "site" / "gallery.html"
-    gallery.write_gallery(str(path), rows, summary, thumbnails, "Holiday photos: run-2024-05-01")
+    path.parent.mkdir(parents=True)
+    path.write_text(gallery.render_gallery(rows, summary, thumbnails, "Holiday photos: run-2024-05-01"), encoding="utf-8")
     return path, captions
 
 

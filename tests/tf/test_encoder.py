@@ -19,7 +19,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from captioning.model import encoder, encoder_spec
+from captioning.model import encoder_spec
 from captioning.store import storage  # noqa: E402
 from captioning.model.encoder_spec import BACKBONES, EncoderConfig, EncoderWeightsError, backbone_spec, encoder_identity
 from captioning.serialization import from_dict, to_dict

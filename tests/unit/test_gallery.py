@@ -417,12 +417,3 @@ def test_ok_row_without_caption_or_score():
 def test_negative_max_cards_is_refused():
     with pytest.raises(ValueError, match="max_cards"):
         gallery.render_gallery([], {}, {}, "t", max_cards=-1)
-
-
-def test_write_gallery_stores_the_rendered_page(tmp_path, jpeg_thumb):
-    rows = sample_rows()
-    thumbs = {rows[0]["uri"]: jpeg_thumb}
-    target = tmp_path / "report" / "gallery.html"
-    gallery.write_gallery(str(target), rows, SUMMARY, thumbs, "Run 42", max_cards=2, full_output_uri="s3://x/")
-    expected = gallery.render_gallery(rows, SUMMARY, thumbs, "Run 42", max_cards=2, full_output_uri="s3://x/")
-    assert target.read_text(encoding="utf-8") == expected

@@ -14,6 +14,9 @@ from typing import Mapping
 from captioning.errors import UserError
 
 
+LOG_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
+
+
 class JavaMissingError(UserError, RuntimeError):
     pass
 
@@ -30,26 +33,32 @@ def launched_by_spark_submit() -> bool:
 
 
 def build_session(app_name: str, master: str | None = None, extra_conf: Mapping[str, str] | None = None):
-    """A SparkSession; ``master`` wins, else spark-submit's, else ``local[*]``."""
+    """A SparkSession; ``master`` wins, else spark-submit's, else ``local[*]``.
+
+    On a terminal Spark draws its console progress bar (tasks done per stage), so a long
+    stage shows that it moves; in logs (spark-submit on a cluster, CI) it stays off.
+    """
     require_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by local Python workers
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
+    conf = {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.parquet.compression.codec": "snappy",
+        "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
+    }
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:  # the console's choice, for executors' Python workers too
+        conf["spark.executorEnv.TF_CPP_MIN_LOG_LEVEL"] = os.environ["TF_CPP_MIN_LOG_LEVEL"]
     if master:
         builder = builder.master(master)
     elif not launched_by_spark_submit():
         builder = builder.master("local[*]")
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    defaults = {
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.parquet.compression.codec": "snappy",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    for key, value in {**defaults, **(extra_conf or {})}.items():
+    if not launched_by_spark_submit():  # the driver JVM starts here: give it the quiet log profile
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_PROFILE}"
+    for key, value in {**conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")

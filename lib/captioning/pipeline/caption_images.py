@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from captioning.model.model_dir import read_info
 from captioning.model.search.config import SearchConfig
 from captioning.pipeline.options import add_reading_options, add_search_options, default, reading_from_args, search_from_args
 from captioning.pipeline.reading import ImageReading
-from captioning.pipeline.runner import parse_config, run_main, spark_for
+from captioning.pipeline.runner import run_stage, spark_for
 from captioning.store import storage
 from captioning.store.bulk_output import BulkOutput, OutputLock, new_run_id
 
@@ -114,7 +113,7 @@ def finish_run(spark, config: CaptionJobConfig, run_id: str, extra: dict) -> dic
 def write_run_gallery(rows, config: CaptionJobConfig, summary: dict) -> None:
     from pyspark.sql import functions as F
 
-    from captioning.report.gallery import thumbnail, write_gallery
+    from captioning.report.gallery import render_gallery, thumbnail
 
     output = BulkOutput(config.output_uri)
     shown = rows.orderBy(F.col("status") != "ok", "uri").limit(config.gallery_cards).collect()
@@ -130,8 +129,9 @@ def write_run_gallery(rows, config: CaptionJobConfig, summary: dict) -> None:
     records = [{**row.asDict(), "captioned_at": row["captioned_at"].isoformat() if row["captioned_at"] else None} for row in shown]
     run_id = summary["run_id"]
     page = output.gallery(run_id)
-    write_gallery(page, records, summary, thumbnails, f"Captions of run {run_id}", max_cards=config.gallery_cards, full_output_uri=output.export(run_id))
-    storage.write_bytes(output.latest_gallery, storage.read_bytes(page))
+    html = render_gallery(records, summary, thumbnails, f"Captions of run {run_id}", max_cards=config.gallery_cards, full_output_uri=output.export(run_id))
+    storage.write_text(page, html)
+    storage.write_text(output.latest_gallery, html)
 
 
 def unfinished_runs(spark, config: CaptionJobConfig) -> list[str]:
@@ -179,11 +179,7 @@ def run(config: CaptionJobConfig, spark=None) -> dict:
 
 
 def main(argv: list[str] | None = None, spark=None) -> int:
-    def job() -> int:
-        print(json.dumps(run(parse_config(build_parser(), config_from_args, argv), spark), indent=1))
-        return 0
-
-    return run_main(job)
+    return run_stage(argv, build_parser(), config_from_args, lambda config: run(config, spark))
 
 
 if __name__ == "__main__":

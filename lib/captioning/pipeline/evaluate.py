@@ -25,7 +25,7 @@ from captioning.errors import InputError
 from captioning.model.model_dir import read_info
 from captioning.model.search.config import SearchConfig
 from captioning.pipeline.options import add_search_options, default, positive_int, search_from_args
-from captioning.pipeline.runner import parse_config, run_main, spark_for
+from captioning.pipeline.runner import run_stage, spark_for
 from captioning.store import storage
 from captioning.store.feature_store import decode_vectors, require_manifest
 from captioning.store.prepared import PreparedCaptions
@@ -186,13 +186,7 @@ def run(config: EvaluateConfig, spark=None) -> dict:
 
 
 def main(argv: list[str] | None = None, spark=None) -> int:
-    def job() -> int:
-        config = parse_config(build_parser(), config_from_args, argv)
-        run(config, spark)
-        print(storage.read_text(storage.join(config.output_uri, SUMMARY)))
-        return 0
-
-    return run_main(job)
+    return run_stage(argv, build_parser(), config_from_args, lambda config: run(config, spark), lambda metrics: print(summary_markdown(metrics)))
 
 
 if __name__ == "__main__":

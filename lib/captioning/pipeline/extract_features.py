@@ -15,7 +15,6 @@ The store's layout and manifest belong to :mod:`captioning.store.feature_store`.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 import uuid
@@ -26,7 +25,7 @@ from captioning.errors import InputError
 from captioning.model.encoder_spec import BACKBONES, POOLING_MODES, EncoderConfig, encoder_identity
 from captioning.pipeline.options import add_reading_options, default, reading_from_args
 from captioning.pipeline.reading import ImageReading
-from captioning.pipeline.runner import parse_config, run_main, spark_for
+from captioning.pipeline.runner import run_stage, spark_for
 from captioning.store import feature_store, storage
 from captioning.store.feature_store import Manifest, check_identity, read_manifest, write_manifest
 
@@ -156,12 +155,7 @@ def run(config: ExtractConfig, spark=None) -> dict:
 
 
 def main(argv: list[str] | None = None, spark=None) -> int:
-    def job() -> int:
-        summary = run(parse_config(build_parser(), config_from_args, argv), spark)
-        print(json.dumps(summary, indent=1))
-        return 0
-
-    return run_main(job)
+    return run_stage(argv, build_parser(), config_from_args, lambda config: run(config, spark))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from captioning.data.sample.config import SampleConfig
 from captioning.pipeline.options import default, non_negative_int, positive_int
-from captioning.pipeline.runner import parse_config, run_main
+from captioning.pipeline.runner import run_stage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,17 +26,16 @@ def config_from_args(args: argparse.Namespace) -> tuple[str, SampleConfig]:
     return args.output, SampleConfig(num_images=args.images, seed=args.seed, quirks=args.quirks, workers=args.workers)
 
 
-def main(argv: list[str] | None = None) -> int:
+def generate(output: str, config: SampleConfig) -> dict:
     from captioning.data.sample.generate import generate_sample_dataset
 
-    def job() -> int:
-        output, config = parse_config(build_parser(), config_from_args, argv)
-        started = time.time()
-        summary = generate_sample_dataset(output, config)
-        print(json.dumps({"root": summary.root, "images": summary.num_images, "splits": dict(summary.split_counts), "quirks": len(summary.quirks), "seconds": round(time.time() - started, 1)}, indent=1))
-        return 0
+    started = time.time()
+    summary = generate_sample_dataset(output, config)
+    return {"root": summary.root, "images": summary.num_images, "splits": dict(summary.split_counts), "quirks": len(summary.quirks), "seconds": round(time.time() - started, 1)}
 
-    return run_main(job)
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(argv, build_parser(), config_from_args, lambda chosen: generate(*chosen))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from captioning.data.text import CleaningConfig
 from captioning.errors import InputError
 from captioning.pipeline.options import default, positive_int
 from captioning.serialization import to_dict
-from captioning.pipeline.runner import parse_config, run_main, spark_for
+from captioning.pipeline.runner import print_json, run_stage, spark_for
 from captioning.store import storage
 from captioning.store.prepared import PreparedCaptions
 
@@ -190,14 +190,12 @@ def run(config: PrepareConfig, spark=None) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None, spark=None) -> int:
-    def job() -> int:
-        config = parse_config(build_parser(), config_from_args, argv)
-        summary = run(config, spark)
-        print(json.dumps({k: summary[k] for k in ("splits", "captions", "vocabulary", "max_length", "issue_counts")}, indent=1))
-        return 0
+def report(summary: dict) -> None:
+    print_json({k: summary[k] for k in ("splits", "captions", "vocabulary", "max_length", "issue_counts")})
 
-    return run_main(job)
+
+def main(argv: list[str] | None = None, spark=None) -> int:
+    return run_stage(argv, build_parser(), config_from_args, lambda config: run(config, spark), report)
 
 
 if __name__ == "__main__":

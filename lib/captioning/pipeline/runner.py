@@ -13,6 +13,7 @@ warnings, chatty loggers) is filtered at its source unless ``--verbose`` is give
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -72,8 +73,17 @@ def parse_config(parser: argparse.ArgumentParser, to_config: Callable[[argparse.
         raise InputError(str(error)) from error
 
 
+def print_json(result: Any) -> None:
+    print(json.dumps(result, indent=1))
+
+
+def run_stage(argv: list[str] | None, parser: argparse.ArgumentParser, to_config: Callable[[argparse.Namespace], T], body: Callable[[T], Any], report: Callable[[Any], None] = print_json) -> int:
+    """A stage's ``main``: parse its options into its config, run its body, report the result."""
+    return run_main(lambda: report(body(parse_config(parser, to_config, argv))))
+
+
 def run_main(job: Callable[[], int | None]) -> int:
-    """Run ``job`` turning expected failures into an ``error:`` line and exit status 2."""
+    """Run ``job`` (its result is the exit status, None is 0); an expected failure is an ``error:`` line and 2."""
     try:
         return int(job() or 0)
     except UserError as error:

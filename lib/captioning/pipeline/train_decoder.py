@@ -34,7 +34,7 @@ from captioning.model.decoder import Architecture, DecoderConfig
 from captioning.model.model_dir import ModelDir, write_config, write_vocabulary
 from captioning.model.training.fit import TrainConfig, TrainingPlan
 from captioning.pipeline.options import default, positive_int
-from captioning.pipeline.runner import parse_config, run_main, spark_for
+from captioning.pipeline.runner import run_stage, spark_for
 from captioning.serialization import to_dict
 from captioning.store import feature_store, storage
 from captioning.store.feature_store import Manifest, require_manifest
@@ -208,11 +208,7 @@ def run(config: TrainJobConfig, spark=None) -> dict:
 
 
 def main(argv: list[str] | None = None, spark=None) -> int:
-    def job() -> int:
-        print(json.dumps(run(parse_config(build_parser(), config_from_args, argv), spark), indent=1))
-        return 0
-
-    return run_main(job)
+    return run_stage(argv, build_parser(), config_from_args, lambda config: run(config, spark))
 
 
 if __name__ == "__main__":

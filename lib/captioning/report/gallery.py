@@ -15,8 +15,8 @@ can be opened straight from S3 or a laptop disk, mailed, or archived next to the
   out and where the full output lives.
 
 ``thumbnail`` makes the thumbnails (it never raises for bad image bytes, since a bulk
-run meets plenty of them), ``render_gallery`` builds the page and ``write_gallery``
-stores it through :mod:`captioning.store.storage`.
+run meets plenty of them) and ``render_gallery`` builds the page; where it is stored is
+the caller's (bulk captioning writes it into its output folder).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from captioning.store import storage
 
-__all__ = ["thumbnail", "render_gallery", "write_gallery"]
+__all__ = ["thumbnail", "render_gallery"]
 
 
 # --------------------------------------------------------------------------- thumbnails
@@ -130,23 +130,6 @@ def render_gallery(
         "</body>\n</html>\n",
     ]
     return "\n".join(part for part in parts if part)
-
-
-def write_gallery(
-    uri: str,
-    rows: Sequence[Mapping[str, Any]],
-    summary: Mapping[str, Any],
-    thumbnails: Mapping[str, bytes],
-    title: str,
-    *,
-    max_cards: int = 500,
-    full_output_uri: str | None = None,
-) -> None:
-    """Render the gallery and store it at ``uri`` (local path, ``file://`` or ``s3://``)."""
-    page = render_gallery(
-        rows, summary, thumbnails, title, max_cards=max_cards, full_output_uri=full_output_uri
-    )
-    storage.write_text(uri, page)
 
 
 def _esc(value: Any) -> str:
