@@ -4,6 +4,7 @@ Nothing here runs at import; TensorFlow, Spark and psutil are imported inside fu
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -349,6 +350,33 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+def add_work_options(parser, kept: str, master: bool = True) -> None:
+    """Where the images come from, where the work happens, and where results go."""
+    if master:
+        parser.add_argument("--master", default="local[*]", help="Spark master (default local[*])")
+    parser.add_argument("--dataset", default=None, help="local folder of images or Flickr8k root; default: generate a sample dataset")
+    parser.add_argument("--workdir", default=None, help="where the temporary work folder is made (default: the system temp folder)")
+    parser.add_argument("--keep", action="store_true", help=f"keep the work folder ({kept})")
+    parser.add_argument("--json-out", default=None, help="also write the results as JSON to this path")
+
+
+def add_memory_options(parser, sizes: str, *child_options: str) -> None:
+    """The peak-memory mode: sizes measured, sampling interval, and the child run's own options."""
+    parser.add_argument("--memory", action="store_true", help="peak memory mode instead of throughput")
+    parser.add_argument("--memory-sizes", default=sizes, help=f"image counts for --memory, comma separated (default {sizes})")
+    parser.add_argument("--sample-interval", type=float, default=0.2, help="seconds between memory samples (default 0.2)")
+    for name in ("input", "output", "result", *child_options):
+        parser.add_argument(f"--child-{name}", default=None, help=argparse.SUPPRESS)
+
+
+def print_report(table: str, result: dict, json_path: str | None) -> int:
+    """The table on stdout after a blank line, the numbers as JSON when asked; exit status 0."""
+    print()
+    print(table)
+    write_json(json_path, result)
+    return 0
 
 
 def write_json(path: str | None, data: dict) -> None:

@@ -46,11 +46,15 @@ path is bound by per-call overhead.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
+
+try:
+    from . import _benchlib as lib
+except ImportError:  # run as a script: bench/ is on sys.path
+    import _benchlib as lib
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,14 +271,7 @@ def render_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = run(args)
-    print()
-    print(render_table(result))
-    if args.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-        with open(args.json_out, "w") as handle:
-            json.dump(result, handle, indent=1, default=str)
-        print(f"\nJSON written to {args.json_out}")
-    return 0
+    return lib.print_report(render_table(result), result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -82,18 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--single-images", type=int, default=0, help="images for the one-at-a-time loop (a); default: --images")
     parser.add_argument("--warmup-images", type=int, default=0, help="images of the warm-up job; default: --batch-size per Spark core")
     parser.add_argument("--batch-size", type=int, default=32, help="images per CNN call, as the job's --batch-size (default 32)")
-    parser.add_argument("--master", default="local[*]", help="Spark master (default local[*])")
-    parser.add_argument("--dataset", default=None, help="local folder of images or Flickr8k root; default: generate a sample dataset")
-    parser.add_argument("--workdir", default=None, help="where the temporary work folder is made (default: the system temp folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (inputs and job outputs)")
-    parser.add_argument("--json-out", default=None, help="also write the results as JSON to this path")
+    lib.add_work_options(parser, "inputs and job outputs")
     parser.add_argument("--skip-single", action="store_true", help="leave out (a), the slow single-image loop")
-    parser.add_argument("--memory", action="store_true", help="peak memory mode instead of throughput")
-    parser.add_argument("--memory-sizes", default="1000,10000", help="image counts for --memory, comma separated (default 1000,10000)")
-    parser.add_argument("--sample-interval", type=float, default=0.2, help="seconds between memory samples (default 0.2)")
-    parser.add_argument("--child-input", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--child-output", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--child-result", default=None, help=argparse.SUPPRESS)
+    lib.add_memory_options(parser, "1000,10000")
     return parser
 
 

@@ -122,11 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32, help="images per CNN call (default 32)")
     parser.add_argument("--images-per-partition", type=int, default=256, help="images per Spark task (default 256, the job's default)")
     parser.add_argument("--worker-memory", default="3g", help="memory each 1-core worker offers (the 2-core worker offers twice this; default 3g)")
-    parser.add_argument("--dataset", default=None, help="a local image folder or Flickr8k root (default: generate a sample dataset)")
-    parser.add_argument("--workdir", default=None, help="parent folder for the temporary work folder (default: the system temp folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (images, stores, cluster logs)")
+    lib.add_work_options(parser, "images, stores, cluster logs", master=False)
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting for every spark-submit (repeatable)")
-    parser.add_argument("--json-out", default=None, help="also write the results as JSON to this path")
     return parser
 
 

@@ -69,6 +69,11 @@ import sys
 import time
 import warnings
 
+try:
+    from . import _benchlib as lib
+except ImportError:  # run as a script: bench/ is on sys.path
+    import _benchlib as lib
+
 PROJECT = "project"
 ORIGINAL = "original"
 
@@ -509,14 +514,7 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = run(args)
-    print()
-    print(render_table(result))
-    if args.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-        with open(args.json_out, "w") as handle:
-            json.dump(result, handle, indent=1, default=str)
-        print(f"\nJSON written to {args.json_out}")
-    return 0
+    return lib.print_report(render_table(result), result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from captioning.pipeline.options import add_search_options, default, positive_in
 from captioning.pipeline.runner import run_stage, spark_for
 from captioning.store import storage
 from captioning.store.feature_store import decode_vectors, require_manifest
-from captioning.store.prepared import PreparedCaptions
+from captioning.data.prepared import PreparedCaptions
 
 LOG = logging.getLogger("evaluate")
 METRICS, PREDICTIONS, SUMMARY = "metrics.json", "predictions.jsonl", "summary.md"  # under --output

@@ -3,7 +3,7 @@
     spark-submit jobs/prepare_captions.py --dataset s3://my-bucket/flickr8k --output s3://my-bucket/prepared
     captioner prepare-captions --dataset data/sample --output data/prepared
 
-Writes the prepared-captions folder (:mod:`captioning.store.prepared`): the captions
+Writes the prepared-captions folder (:mod:`captioning.data.prepared`): the captions
 table, the vocabulary and, last, a summary that counts every dropped or odd item by
 reason. A rerun over unchanged inputs with the same options does nothing
 (``--overwrite`` forces it).
@@ -23,7 +23,7 @@ from captioning.pipeline.options import default, positive_int
 from captioning.serialization import to_dict
 from captioning.pipeline.runner import print_json, run_stage, spark_for
 from captioning.store import storage
-from captioning.store.prepared import PreparedCaptions
+from captioning.data.prepared import PreparedCaptions
 
 LOG = logging.getLogger("prepare_captions")
 

@@ -38,7 +38,7 @@ from captioning.pipeline.runner import run_stage, spark_for
 from captioning.serialization import to_dict
 from captioning.store import feature_store, storage
 from captioning.store.feature_store import Manifest, require_manifest
-from captioning.store.prepared import PreparedCaptions
+from captioning.data.prepared import PreparedCaptions
 
 LOG = logging.getLogger("train_decoder")
 WORKER_ENTRY = "captioning.model.training.data_parallel:train_worker"
