@@ -8,6 +8,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+JARS   := $(VENV)/spark-jars/.installed
 DEMO_DIR ?= demo-output
 DEMO_IMAGES ?= 3000
 
@@ -26,15 +27,24 @@ $(STAMP): requirements/constraints.txt setup.py
 	$(PY) -m pip check
 	touch $(STAMP)
 
-venv: $(STAMP)
+# Hadoop's S3A connector for local Spark (requirements/spark-s3a.pom.xml), from Maven Central, once.
+$(JARS): requirements/spark-s3a.pom.xml $(STAMP)
+	@command -v mvn >/dev/null || { echo "error: mvn not found: Maven fetches Spark's S3 connector (e.g. apt-get install maven)"; exit 1; }
+	@$(PY) -c "import pyspark, glob, sys; sys.exit(0 if glob.glob(pyspark.__path__[0] + '/jars/hadoop-client-api-3.3.4.jar') else 'error: pyspark does not carry the Hadoop 3.3.4 client the S3A connector in requirements/spark-s3a.pom.xml was chosen for')"
+	rm -rf $(VENV)/spark-jars
+	mvn -q -B -Dstyle.color=never -f requirements/spark-s3a.pom.xml org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+		-DincludeArtifactIds=hadoop-aws,aws-java-sdk-bundle -DoutputDirectory=$(abspath $(VENV))/spark-jars
+	touch $(JARS)
+
+venv: $(STAMP) $(JARS)
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "error: Java not found: Spark needs Java 17 (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 
-demo: check-java $(STAMP)
+demo: check-java $(STAMP) $(JARS)
 	$(PY) -m captioning.demo --workdir $(DEMO_DIR) --images $(DEMO_IMAGES)
 
-test: check-java $(STAMP)
+test: check-java $(STAMP) $(JARS)
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)
