@@ -21,7 +21,8 @@ from captioning.aws import layout
 from captioning.aws.deploy import DeployError, deploy, split_s3
 from captioning.aws.package import build_dist
 from captioning.aws.plan import argv_per_step, plan
-from captioning.aws.statemachines import Deployment, pipelines
+from captioning.aws.deployment import Deployment
+from captioning.aws.pipelines import pipelines
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "v1"
@@ -33,7 +34,7 @@ def dist(tmp_path_factory):
 
 
 def deployment_for(bucket: str) -> Deployment:
-    return Deployment(f"{bucket}/artifacts", f"{bucket}/logs/", "captioning-emr-service", "captioning-emr-profile", "subnet-0abc")
+    return Deployment(f"{bucket}/artifacts", f"{bucket}/logs/", "captioning-emr-service", "captioning-emr-profile", "subnet-0abc", "captioning-security")
 
 
 def example(name: str, **changes) -> dict:
@@ -120,7 +121,8 @@ def outputs_stack(bucket: str) -> str:
         "LogUri": f"{bucket}/logs/",
         "EmrServiceRoleName": "captioning-emr-service",
         "EmrInstanceProfileName": "captioning-emr-profile",
-        "SubnetId": "subnet-0abc",
+        "SubnetIds": "subnet-0abc,subnet-0def",
+        "SecurityConfigurationName": "captioning-security",
     }
     template = {
         "Resources": {"Placeholder": {"Type": "AWS::S3::Bucket"}},
@@ -175,6 +177,7 @@ def test_launch_command_with_stack_outputs_and_settings(s3_bucket, capsys):
     code = launch_module.main([
         "bulk_captioning", "--input", str(ROOT / "emr/examples/bulk-captioning-input.json"), "--stack", stack,
         "--set", f"artifacts_version={VERSION}", "--set", f"inputs={json.dumps(inputs)}", "--set", "core_spot=2", "--name", "nightly",
+        "--set", f"output={s3_bucket}/captions",
     ])
     assert code == 0
     cluster_id = capsys.readouterr().out.strip()

@@ -20,26 +20,29 @@ from captioning.aws.cluster import ClusterConfig
 from captioning.aws.package import PackageError, node_requirements, pinned_version
 from captioning.aws.plan import PlanError, argv_per_step, check_input, plan, simulate
 from captioning.aws.stack import DEPLOYMENT_OUTPUTS
-from captioning.aws.statemachines import (
+from captioning.aws.definition import (
     ADD_STEP,
     CREATE,
+    GET_OBJECT,
     INVALID,
+    LEASE_HELD,
+    LEASE_MALFORMED,
+    LEASE_UNREADABLE,
     NOT_STARTED,
     TERMINATE,
     TERMINATE_AFTER_FAILURE,
-    Deployment,
-    asl_path,
     build,
-    generated_files,
-    pipelines,
-    template_path,
 )
+from captioning.aws.deployment import Deployment
+from captioning.aws.pipelines import pipelines
+from captioning.aws.statemachines import asl_path, generated_files, template_path
 from captioning.aws.steps import Fmt, JobUnavailable, Ref, Splice, StepArgumentError, check_argv, job_arguments, job_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOYMENT = Deployment("s3://artifacts-bucket/artifacts", "s3://logs-bucket/emr/", "emr-service", "emr-profile", "subnet-0abc")
+DEPLOYMENT = Deployment("s3://artifacts-bucket/artifacts", "s3://logs-bucket/emr/", "emr-service", "emr-profile", "subnet-0abc,subnet-0def", "emr-security")
 EXAMPLES = {"training": ROOT / "emr/examples/training-input.json", "bulk_captioning": ROOT / "emr/examples/bulk-captioning-input.json"}
 PIPELINE_NAMES = sorted(pipelines())
+BEFORE_CLUSTER_FAILURES = {INVALID, LEASE_HELD, LEASE_MALFORMED, LEASE_UNREADABLE}
 
 
 def definition_of(name: str) -> dict:
@@ -189,8 +192,8 @@ def fail_path_problems(document: dict) -> list[str]:
                 problems.append(f"success without terminating: {path}")
             continue
         if create not in path:
-            if path[-1] != INVALID:
-                problems.append(f"only the input check may fail before the cluster: {path}")
+            if path[-1] not in BEFORE_CLUSTER_FAILURES:
+                problems.append(f"only the input and lease checks may fail before the cluster: {path}")
             continue
         after = path[path.index(create) + 1 :]
         if after == (NOT_STARTED,):
@@ -367,7 +370,7 @@ def test_check_argv_reports_the_parsers_own_message():
 
 
 def test_training_argv_per_step_for_an_input():
-    argv = argv_per_step("training", {"artifacts_version": "v7", "dataset": "s3://d/flickr8k", "output": "s3://o/run", "epochs": 5}, DEPLOYMENT)
+    argv = argv_per_step("training", {"artifacts_version": "v7", "dataset": "s3://d/flickr8k", "output": "s3://o/run", "backbone_weights": "s3://w/resnet.h5", "epochs": 5}, DEPLOYMENT)
     assert list(argv) == ["Prepare captions", "Extract features", "Train decoder", "Evaluate"]
     submit = ["spark-submit", "--master", "yarn", "--deploy-mode", "cluster"]
     assert argv["Prepare captions"] == submit + [
@@ -376,7 +379,7 @@ def test_training_argv_per_step_for_an_input():
     ]
     assert argv["Extract features"][-9:] == [
         "s3://artifacts-bucket/artifacts/v7/jobs/extract_features.py",
-        "--input", "s3://d/flickr8k", "--output", "s3://o/run/features/resnet50", "--backbone", "resnet50", "--weights", "imagenet",
+        "--input", "s3://d/flickr8k", "--output", "s3://o/run/features/resnet50", "--backbone", "resnet50", "--weights", "s3://w/resnet.h5",
     ]
     train = argv["Train decoder"]
     assert "spark.driver.resource.gpu.amount=1" in train
@@ -388,7 +391,7 @@ def test_training_argv_per_step_for_an_input():
 
 
 def test_data_parallel_training_gets_one_executor_and_one_gpu_per_worker():
-    argv = argv_per_step("training", {"artifacts_version": "v7", "dataset": "s3://d/flickr8k", "output": "s3://o/run", "train_workers": 3}, DEPLOYMENT)
+    argv = argv_per_step("training", {"artifacts_version": "v7", "dataset": "s3://d/flickr8k", "output": "s3://o/run", "backbone_weights": "none", "train_workers": 3}, DEPLOYMENT)
     train = argv["Train decoder"]
     confs = [train[i + 1] for i, piece in enumerate(train) if piece == "--conf"]
     assert "spark.executor.instances=3" in confs
@@ -420,7 +423,8 @@ def test_cluster_request_from_the_machine():
     assert cluster["ReleaseLabel"] == config.release_label and cluster["ReleaseLabel"].startswith("emr-7.")
     assert [a["Name"] for a in cluster["Applications"]] == ["Hadoop", "Spark"]
     assert (cluster["LogUri"], cluster["ServiceRole"], cluster["JobFlowRole"]) == ("s3://logs-bucket/emr/", "emr-service", "emr-profile")
-    assert cluster["Instances"]["Ec2SubnetIds"] == ["subnet-0abc"]
+    assert cluster["Instances"]["Ec2SubnetIds"] == ["subnet-0abc", "subnet-0def"]  # EMR picks the zone with capacity
+    assert cluster["SecurityConfiguration"] == "emr-security"
     fleets = {f["InstanceFleetType"]: f for f in cluster["Instances"]["InstanceFleets"]}
     assert [c["InstanceType"] for c in fleets["MASTER"]["InstanceTypeConfigs"]] == ["m5.xlarge"]
     assert {c["InstanceType"] for c in fleets["CORE"]["InstanceTypeConfigs"]} == {"g4dn.xlarge", "g5.xlarge"}
@@ -438,7 +442,7 @@ def test_cluster_request_from_the_machine():
     assert classes["capacity-scheduler"]["Properties"]["yarn.scheduler.capacity.resource-calculator"].endswith("DominantResourceCalculator")
     spark = classes["spark-defaults"]["Properties"]
     assert spark["spark.executor.resource.gpu.amount"] == "1"
-    assert spark["spark.executor.resource.gpu.discoveryScript"] == "/usr/lib/spark/scripts/gpu/getGpusResources.sh"
+    assert spark["spark.executor.resource.gpu.discoveryScript"] == config.gpu_discovery_script
     (export,) = classes["spark-env"]["Configurations"]
     assert export["Properties"]["PYSPARK_PYTHON"] == "/opt/captioning/venv/bin/python"
 
