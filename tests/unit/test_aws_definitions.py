@@ -1,4 +1,4 @@
-"""The AWS definitions: template, state machines, step arguments, bootstrap — without AWS.
+"""The AWS definitions: template, state machines, step arguments — without AWS.
 
 External checkers run as subprocesses: cfn-lint (a Python dependency of moto, in the
 test environment) and the npm asl-validator (``make asl-validator`` installs it into
@@ -484,40 +484,6 @@ def test_missing_and_unknown_input_fields_are_refused():
 def test_example_inputs_run_to_the_end(name):
     planned = plan(name, example_input(name), DEPLOYMENT)
     assert planned.visited[-2:] == ("Terminate cluster", "Succeeded")
-
-
-# --- bootstrap -------------------------------------------------------------------------------
-
-
-BOOTSTRAP = ROOT / "emr/bootstrap.sh"
-
-
-def test_bootstrap_is_valid_bash():
-    result = subprocess.run(["bash", "-n", str(BOOTSTRAP)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
-def test_bootstrap_passes_shellcheck():
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run(["shellcheck", str(BOOTSTRAP)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
-
-
-def test_bootstrap_agrees_with_the_layout_and_the_cluster_config():
-    text = BOOTSTRAP.read_text()
-    config = ClusterConfig()
-    assert f'"$ARTIFACTS/{layout.CONSTRAINTS}"' in text
-    assert f'"$ARTIFACTS/{layout.WHEELS}/"' in text
-    assert all(name.replace("gpu", "$KIND").replace("cpu", "$KIND") in text for name in layout.NODE_REQUIREMENTS.values())
-    assert f'VENV="{config.venv}"' in text
-    assert f'CGROUP_ROOT="{config.cgroup_root}"' in text
-    assert "mount -t cgroup -o devices" in text
-
-
-def test_bootstrap_refuses_to_run_without_artifacts(tmp_path):
-    result = subprocess.run(["bash", str(BOOTSTRAP)], capture_output=True, text=True)
-    assert result.returncode != 0 and "--artifacts" in result.stdout
 
 
 # --- packaging helpers -----------------------------------------------------------------------
