@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--build", action="store_true", help="(re)build the dist folder first (from --project-root)")
     parser.add_argument("--project-root", default=".", help="project root for --build (default: the current folder)")
     parser.add_argument("--force", action="store_true", help="replace a different deployment of the same version")
+    parser.add_argument("--node-sets", default=",".join(KINDS), help="node sets the dist must hold (default cpu,gpu: the primary node installs cpu, the GPU nodes gpu)")
     add_deployment_options(parser, ("artifacts_uri",))
     return parser
 
@@ -228,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         artifacts_uri = resolve_options(args, ("artifacts_uri",))["artifacts_uri"]
         if args.build:
             build_dist(args.project_root, args.dist, args.wheelhouse)
-        deployed = deploy(artifacts_uri, args.version, args.dist, force=args.force, wheelhouse=args.wheelhouse)
+        kinds = tuple(k for k in args.node_sets.split(",") if k)
+        deployed = deploy(artifacts_uri, args.version, args.dist, force=args.force, wheelhouse=args.wheelhouse, kinds=kinds)
     except (AwsError, DeployError, PackageError, StackError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
