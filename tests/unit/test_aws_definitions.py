@@ -11,23 +11,27 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from captioning.aws import asl, layout
+from captioning.aws import asl, jsonata, layout
 from captioning.aws.cluster import ClusterConfig
 from captioning.aws.package import PackageError, node_requirements, pinned_version
-from captioning.aws.plan import PlanError, argv_per_step, check_input, plan, simulate
+from captioning.aws.plan import ObjectMissing, ObjectUnreadable, PlanError, argv_per_step, check_input, plan, simulate
 from captioning.aws.stack import DEPLOYMENT_OUTPUTS
 from captioning.aws.definition import (
     ADD_STEP,
     CREATE,
     GET_OBJECT,
     INVALID,
+    LEASE_FREE,
     LEASE_HELD,
     LEASE_MALFORMED,
     LEASE_UNREADABLE,
+    LOCATE_LEASE,
+    READ_LEASE,
     NOT_STARTED,
     TERMINATE,
     TERMINATE_AFTER_FAILURE,
@@ -544,3 +548,105 @@ def test_fmt_and_ref_reject_malformed_templates():
         Fmt("{}/{}", (Ref("$.a"),))
     with pytest.raises(ValueError):
         Ref("config.a")
+
+
+# --- the bulk machine's output lease ---------------------------------------------------------
+
+
+def lease_body(expires_at) -> str:
+    return json.dumps({"holder": "run-7", "acquired_at": "2026-11-28T20:00:00Z", "renewed_at": "2026-11-28T21:00:00Z", "expires_at": expires_at, "period_seconds": 600})
+
+
+def bulk_input(**changes) -> dict:
+    return {**example_input("bulk_captioning"), "output": "s3://out-bucket/captions/weekly", **changes}
+
+
+def test_the_bulk_machine_reads_the_output_lease_right_before_creating_the_cluster():
+    states = definition_of("bulk_captioning")["States"]
+    (reader,) = only(states, GET_OBJECT)
+    assert states["Flatten step arguments"]["Next"] == LOCATE_LEASE and states[LOCATE_LEASE]["Next"] == reader == READ_LEASE
+    catches = {c["ErrorEquals"][0]: c["Next"] for c in states[reader]["Catch"]}
+    assert catches == {"S3.NoSuchKeyException": "Create cluster", "States.ALL": LEASE_UNREADABLE}
+    assert states[reader]["Next"] == LEASE_FREE and states[LEASE_FREE]["Default"] == "Create cluster"
+    assert not only(definition_of("training")["States"], GET_OBJECT), "training outputs have no lease"
+
+
+@pytest.mark.parametrize(
+    "output,bucket,key",
+    [("s3://out-bucket/captions", "out-bucket", "captions/_lease.json"), ("s3://out-bucket/a/b/c", "out-bucket", "a/b/c/_lease.json")],
+)
+def test_the_lease_is_read_at_the_output_folder(output, bucket, key):
+    seen = []
+
+    def missing(b, k):
+        seen.append((b, k))
+        raise ObjectMissing(f"s3://{b}/{k}")
+
+    planned = plan("bulk_captioning", bulk_input(output=output), DEPLOYMENT, read_object=missing)
+    assert seen == [(bucket, key)] and planned.reads == (f"s3://{bucket}/{key}",)
+    assert planned.visited[-3:] == ("Caption images", "Terminate cluster", "Succeeded") and LEASE_FREE not in planned.visited
+
+
+def test_an_expired_lease_lets_the_run_start():
+    planned = plan("bulk_captioning", bulk_input(), DEPLOYMENT, read_object=lambda b, k: lease_body("2020-01-01T00:00:00Z"))
+    assert LEASE_FREE in planned.visited and "Create cluster" in planned.visited
+
+
+@pytest.mark.parametrize("expires_at", ["2026-11-28T22:00:00.001Z", "2026-11-28T23:30:00+01:00"])
+def test_a_lease_expiring_after_the_check_stops_the_run_before_any_cluster(expires_at):
+    now = datetime(2026, 11, 28, 22, 0, 0, tzinfo=timezone.utc)
+    definition = definition_of("bulk_captioning")
+    with pytest.raises(PlanError, match="OutputLeaseHeld") as caught:
+        simulate(definition, bulk_input(), DEPLOYMENT, read_object=lambda b, k: lease_body(expires_at), now=now)
+    assert "s3://out-bucket/captions/weekly/_lease.json" in str(caught.value) and expires_at in str(caught.value)
+    assert LEASE_HELD in str(caught.value)
+    free = simulate(definition, bulk_input(), DEPLOYMENT, read_object=lambda b, k: lease_body("2026-11-28T21:59:59Z"), now=now)
+    assert free.cluster["Name"].startswith("captioning-bulk-captioning-")
+
+
+@pytest.mark.parametrize("body", [json.dumps({"holder": "run-7"}), lease_body("next tuesday"), lease_body(1764367200)])
+def test_a_malformed_lease_stops_the_run_before_any_cluster(body):
+    with pytest.raises(PlanError, match="OutputLeaseMalformed"):
+        plan("bulk_captioning", bulk_input(), DEPLOYMENT, read_object=lambda b, k: body)
+
+
+def test_an_unreadable_lease_stops_the_run_with_the_s3_error():
+    def denied(bucket, key):
+        raise ObjectUnreadable("S3.AccessDeniedException", f"s3://{bucket}/{key}: Access Denied")
+
+    with pytest.raises(PlanError, match="Output lease not readable.*S3.AccessDeniedException.*Access Denied"):
+        plan("bulk_captioning", bulk_input(), DEPLOYMENT, read_object=denied)
+
+
+@pytest.mark.parametrize("output", ["s3://out-bucket", "/local/folder", "s3://out-bucket/captions/"])
+def test_bulk_output_must_be_an_s3_prefix_without_trailing_slash(output):
+    with pytest.raises(PlanError, match="InvalidInput"):
+        plan("bulk_captioning", bulk_input(output=output), DEPLOYMENT)
+
+
+def test_a_lease_refusal_is_not_retried_but_training_steps_are():
+    bulk = definition_of("bulk_captioning")["States"]
+    assert "Retry" not in bulk["Caption images"], "a step's failure cannot be told apart from the job refusing a held lease"
+    training = definition_of("training")["States"]
+    assert all(training[s]["Retry"][0]["ErrorEquals"] == ["States.TaskFailed"] for s in only(training, ADD_STEP))
+
+
+def test_the_lease_location_jsonata_subset():
+    state = {"config": {"output": "s3://b/x/y"}}
+    assert jsonata.evaluate("{% $substringBefore($substringAfter($states.input.config.output, 's3://'), '/') %}", state) == "b"
+    assert jsonata.evaluate("{% $substringAfter($substringAfter($states.input.config.output, 's3://'), '/') & '/_lease.json' %}", state) == "x/y/_lease.json"
+    assert jsonata.evaluate("{% $substringAfter('abc', '/') %}", state) == "abc", "JSONata returns the whole string when the separator is missing"
+    for unsupported in ("{% $uppercase('a') %}", "{% $states.result.x %}", "{% 1 + 2 %}", "$substringAfter('a', 'b')"):
+        with pytest.raises(jsonata.JsonataError):
+            jsonata.evaluate(unsupported, state)
+
+
+def test_intrinsics_for_subnets_and_lease_bodies_and_variables():
+    assert asl.evaluate("States.StringSplit('subnet-a,subnet-b', ',')", {}) == ["subnet-a", "subnet-b"]
+    with pytest.raises(asl.AslError, match="empty pieces"):
+        asl.evaluate("States.StringSplit('a,,b', ',')", {})
+    assert asl.evaluate("States.StringToJson($.Body)", {"Body": '{"expires_at": "x"}'}) == {"expires_at": "x"}
+    context = asl.Context("run", {}, variables={"lease_key": "a/_lease.json"})
+    assert asl.read_path("$lease_key", {}, context) == "a/_lease.json"
+    with pytest.raises(asl.AslError, match="no variable"):
+        asl.read_path("$other", {}, context)
