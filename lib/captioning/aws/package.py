@@ -190,6 +190,45 @@ def check_bootstrap_driver(bootstrap: str, driver: str) -> None:
         raise PackageError(f'emr/bootstrap.sh must check for the driver the GPU wheels need: set MIN_NVIDIA_DRIVER="{driver}"')
 
 
+def _write_node_sets(work: Path, root: Path, wheel: Path, store: Store, kinds: tuple[str, ...]) -> dict[str, list[dict]]:
+    """Resolve and fetch each node set, write its hash-pinned requirements file; {kind: wheels}."""
+    constraints = (root / "requirements/constraints.txt").read_text()
+    requirements = node_requirements(wheel_requirements(wheel), NODE_EXTRAS, constraints)
+    node_sets: dict[str, list[dict]] = {}
+    for kind in kinds:
+        try:
+            wheels = node_set(requirements[kind], constraints, store)
+        except WheelhouseError as error:
+            raise PackageError(f"{kind} node set: {error}") from error
+        if kind == "gpu":
+            check_bootstrap_driver((root / "emr/bootstrap.sh").read_text(), required_driver(wheels))
+        (work / layout.NODE_REQUIREMENTS[kind]).write_text(lock_text(kind, wheels, wheel.name))
+        node_sets[kind] = [w.as_json() for w in wheels]
+    return node_sets
+
+
+def _fill(work: Path, root: Path, store: Store, kinds: tuple[str, ...]) -> dict:
+    """Everything of a version folder into ``work``; returns the manifest (written last)."""
+    wheel = build_wheel(root, work / layout.WHEELS)
+    shutil.copy2(root / "requirements/constraints.txt", work / layout.CONSTRAINTS)
+    shutil.copy2(root / "emr/bootstrap.sh", work / layout.BOOTSTRAP)
+    shutil.copy2(root / "emr" / layout.GPU_DISCOVERY, work / layout.GPU_DISCOVERY)
+    node_sets = _write_node_sets(work, root, wheel, store, kinds)
+    (work / layout.JOBS).mkdir()
+    for script in job_scripts(root):
+        shutil.copy2(script, work / layout.job_script(script.name))
+    files = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "wheel": wheel.relative_to(work).as_posix(),
+        "files": {name: {"sha256": _sha256(work / name), "size": (work / name).stat().st_size} for name in files},
+        "node_sets": node_sets,
+        "target": {"python": store.target.python_version, "platform": f"manylinux_2_{store.target.glibc_minor}_{store.target.arch}"},
+    }
+    (work / layout.MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
 def build_dist(
     project_root: Path | str,
     dist_dir: Path | str,
@@ -197,7 +236,11 @@ def build_dist(
     kinds: tuple[str, ...] = KINDS,
     target: TargetPlatform = TargetPlatform(),
 ) -> Dist:
-    """Build the wheel, resolve and fetch the node sets of ``kinds``, collect the rest."""
+    """Build the wheel, resolve and fetch the node sets of ``kinds``, collect the rest.
+
+    The folder is built next to ``dist_dir`` and renamed into place when complete, so a
+    failed build leaves the previous dist as it was.
+    """
     root = Path(project_root).resolve()
     dist = Path(dist_dir).resolve()
     store_dir = Path(wheelhouse).resolve() if wheelhouse is not None else dist.parent / layout.WHEELHOUSE
@@ -208,39 +251,10 @@ def build_dist(
         raise PackageError(f"node sets must be among {KINDS}, got {kinds}")
     _check_replaceable(dist)
     dist.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dist.name}-", dir=dist.parent))  # renamed to dist when complete
+    store_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dist.name}-", dir=dist.parent))
     try:
-        store_dir.mkdir(parents=True, exist_ok=True)
-        wheel = build_wheel(root, work / layout.WHEELS)
-        constraints = (root / "requirements/constraints.txt").read_text()
-        shutil.copy2(root / "requirements/constraints.txt", work / layout.CONSTRAINTS)
-        shutil.copy2(root / "emr/bootstrap.sh", work / layout.BOOTSTRAP)
-        shutil.copy2(root / "emr" / layout.GPU_DISCOVERY, work / layout.GPU_DISCOVERY)
-        requirements = node_requirements(wheel_requirements(wheel), NODE_EXTRAS, constraints)
-        store = Store(store_dir, target)
-        node_sets: dict[str, list[dict]] = {}
-        for kind in kinds:
-            try:
-                wheels = node_set(requirements[kind], constraints, store)
-            except WheelhouseError as error:
-                raise PackageError(f"{kind} node set: {error}") from error
-            if kind == "gpu":
-                check_bootstrap_driver((root / "emr/bootstrap.sh").read_text(), required_driver(wheels))
-            (work / layout.NODE_REQUIREMENTS[kind]).write_text(lock_text(kind, wheels, wheel.name))
-            node_sets[kind] = [w.as_json() for w in wheels]
-        (work / layout.JOBS).mkdir()
-        for script in job_scripts(root):
-            shutil.copy2(script, work / layout.job_script(script.name))
-
-        files = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "wheel": wheel.relative_to(work).as_posix(),
-            "files": {name: {"sha256": _sha256(work / name), "size": (work / name).stat().st_size} for name in files},
-            "node_sets": node_sets,
-            "target": {"python": target.python_version, "platform": f"manylinux_2_{target.glibc_minor}_{target.arch}"},
-        }
-        (work / layout.MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        manifest = _fill(work, root, Store(store_dir, target), kinds)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
