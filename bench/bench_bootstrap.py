@@ -20,9 +20,11 @@ node set into it, once, timed by the wall clock:
   downloaded from PyPI, to separate "where the files come from" from "resolving".
 
 pip's cache, local find-links and configuration files are disabled for the PyPI rows.
-On a machine without an NVIDIA GPU the bootstrap installs the CPU set (it decides by the
-hardware), so for ``--node-set gpu`` the wheelhouse row is the bootstrap's install
-command alone on the set's wheels, copied out of the local wheelhouse.
+A fourth row times the bootstrap's two pip commands alone on the set's wheels already
+on local disk (what is left of the bootstrap once the download is done), and the
+bootstrap's own log splits its time into download, install and the rest. On a machine
+without an NVIDIA GPU the bootstrap installs the CPU set (it decides by the hardware), so
+``--node-set gpu`` has no end-to-end bootstrap row.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -40,7 +43,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WHEELHOUSE_ROW = "wheelhouse"
+WHEELHOUSE_ROW = "wheelhouse: the install step alone (wheels on local disk)"
 sys.path.insert(0, str(ROOT / "lib"))
 
 
@@ -67,13 +70,75 @@ def start_s3_server() -> tuple[subprocess.Popen, dict]:
     return server, env
 
 
-def timed(command: list[str], env: dict) -> float:
+def timed(command: list[str], env: dict, log: list[str] | None = None) -> float:
     start = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"error: {' '.join(command[:4])}... failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    if log is not None:
+        log.extend(result.stdout.splitlines())
     return seconds
+
+
+def phases(log: list[str]) -> dict[str, int]:
+    """Seconds between the bootstrap's log lines (whole seconds: its clock prints HH:MM:SS)."""
+    stamps = []
+    for line in log:
+        match = re.match(r"\[captioning-bootstrap (\d\d):(\d\d):(\d\d)\] (.*)", line)
+        if match:
+            h, m, sec = (int(g) for g in match.groups()[:3])
+            stamps.append((h * 3600 + m * 60 + sec, match.group(4)))
+    marks = {"download and hash check": ("downloading", "downloaded"), "pip install of the set": ("installing the", "installing spark_captioning"), "project wheel, pip check, rest": ("installing spark_captioning", "done")}
+    found = {}
+    for name, (first, last) in marks.items():
+        start = next(t for t, text in stamps if text.startswith(first))
+        end = next(t for t, text in stamps if text.startswith(last))
+        found[name] = (end - start) % 86400
+    return found
+
+
+def bootstrap_end_to_end(python: str, dist, envs: Path, rows: dict) -> dict[str, int]:
+    """Deploy to an S3 server on 127.0.0.1 and time emr/bootstrap.sh installing from it."""
+    import boto3
+
+    from captioning.aws.deploy import deploy
+
+    server, s3_env = start_s3_server()
+    try:
+        bucket = f"artifacts-{uuid.uuid4().hex[:8]}"
+        os.environ.update(s3_env)
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        deploy(f"s3://{bucket}/artifacts", "bench", dist.root, kinds=("cpu",), wheelhouse=dist.wheelhouse)
+        env = {**os.environ, **s3_env, "PATH": f"{Path(python).parent}:{os.environ['PATH']}"}  # python3.11 as the nodes have it
+        prefix, log = envs / "wheelhouse", []
+        rows["wheelhouse: bootstrap.sh end to end (S3 on 127.0.0.1)"] = timed(
+            ["bash", str(ROOT / "emr/bootstrap.sh"), "--artifacts", f"s3://{bucket}/artifacts/bench", "--venv", str(prefix / "venv"), "--discovery-script", str(prefix / "gpu-discovery.sh")], env, log)
+        return phases(log)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def install_from_pypi(python: str, envs: Path, name: str, requirements: list[str], project_wheel: Path) -> float:
+    venv = fresh_venv(python, envs, name)
+    start = time.perf_counter()
+    timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", *requirements], pypi_env())
+    timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-deps", str(project_wheel)], pypi_env())
+    return time.perf_counter() - start
+
+
+def install_from_local_wheels(python: str, envs: Path, dist, node_set: list[dict], lock: Path, project_wheel: Path) -> float:
+    """The bootstrap's pip commands alone, on the set's wheels already on local disk."""
+    wheels = envs / "local-wheels"
+    wheels.mkdir()
+    for wheel in node_set:
+        shutil.copy2(dist.wheelhouse / wheel["sha256"] / wheel["file"], wheels / wheel["file"])
+    venv = fresh_venv(python, envs, "wheelhouse-local")
+    start = time.perf_counter()
+    timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels), "--no-deps", "--require-hashes", "-r", str(lock)], pypi_env())
+    timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(project_wheel)], pypi_env())
+    return time.perf_counter() - start
 
 
 def pypi_env() -> dict:
@@ -96,10 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("error: run as root: the bootstrap installs a root-owned environment")
-    if shutil.which("aws") is None:
+    if args.node_set == "cpu" and shutil.which("aws") is None:
         raise SystemExit("error: the AWS CLI (aws) is needed: the bootstrap downloads with it")
     from captioning.aws import layout
-    from captioning.aws.deploy import deploy
     from captioning.aws.package import NODE_EXTRAS, build_dist, node_requirements, wheel_requirements
 
     work = Path(args.work).resolve()
@@ -110,46 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     project_wheel = dist.root / dist.wheel
     envs = Path(tempfile.mkdtemp(prefix="bench-bootstrap-", dir=work))
     rows = {}
-    server, s3_env = start_s3_server()
-    try:
-        import boto3
-
-        bucket = f"artifacts-{uuid.uuid4().hex[:8]}"
-        os.environ.update(s3_env)
-        boto3.client("s3").create_bucket(Bucket=bucket)
-        deploy(f"s3://{bucket}/artifacts", "bench", dist.root, kinds=(args.node_set,), wheelhouse=dist.wheelhouse)
-        path = f"{Path(args.python).parent}:{os.environ['PATH']}"
-        env = {**os.environ, **s3_env, "PATH": path}
-        prefix = envs / "wheelhouse"
-        if args.node_set == "cpu":
-            rows[WHEELHOUSE_ROW] = timed(
-                ["bash", str(ROOT / "emr/bootstrap.sh"), "--artifacts", f"s3://{bucket}/artifacts/bench", "--venv", str(prefix / "venv"), "--discovery-script", str(prefix / "gpu-discovery.sh")], env)
-        else:
-            wheels = envs / "wheels"
-            wheels.mkdir()
-            for wheel in node_set:
-                shutil.copy2(dist.wheelhouse / wheel["sha256"] / wheel["file"], wheels / wheel["file"])
-            venv = fresh_venv(args.python, envs, "wheelhouse-gpu")
-            start = time.perf_counter()
-            timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels), "--no-deps", "--require-hashes", "-r", str(lock)], pypi_env())
-            timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(project_wheel)], pypi_env())
-            rows[WHEELHOUSE_ROW] = time.perf_counter() - start
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
+    bootstrap_phases: dict[str, int] = {}
+    if args.node_set == "cpu":  # the bootstrap installs the set the hardware calls for
+        bootstrap_phases = bootstrap_end_to_end(args.python, dist, envs, rows)
+    rows[WHEELHOUSE_ROW] = install_from_local_wheels(args.python, envs, dist, node_set, lock, project_wheel)
     former = work / f"former-requirements-{args.node_set}.txt"
     former.write_text("\n".join(node_requirements(wheel_requirements(project_wheel), NODE_EXTRAS, (ROOT / "requirements/constraints.txt").read_text())[args.node_set]) + "\n")
-    venv = fresh_venv(args.python, envs, "pypi-former")
-    start = time.perf_counter()
-    timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "requirements/constraints.txt"), "-r", str(former)], pypi_env())
-    timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-deps", str(project_wheel)], pypi_env())
-    rows["PyPI, former bootstrap (resolve, pyspark built)"] = time.perf_counter() - start
-    venv = fresh_venv(args.python, envs, "pypi-locked")
-    start = time.perf_counter()
-    timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-deps", "--require-hashes", "-r", str(lock)], pypi_env())
-    timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-deps", str(project_wheel)], pypi_env())
-    rows["PyPI, same locked set"] = time.perf_counter() - start
+    pypi = ["-c", str(ROOT / "requirements/constraints.txt"), "-r", str(former)]
+    rows["PyPI, former bootstrap (resolve, pyspark built)"] = install_from_pypi(args.python, envs, "pypi-former", pypi, project_wheel)
+    pypi = ["--no-deps", "--require-hashes", "-r", str(lock)]
+    rows["PyPI, same locked set"] = install_from_pypi(args.python, envs, "pypi-locked", pypi, project_wheel)
     shutil.rmtree(envs, ignore_errors=True)
 
     report = {
@@ -157,13 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         "wheels": len(node_set),
         "wheel_bytes": sum(w["size"] for w in node_set),
         "seconds": {name: round(value, 1) for name, value in rows.items()},
+        "bootstrap_phases_seconds": bootstrap_phases or None,
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(), "load_average": [round(v, 2) for v in os.getloadavg()]},
     }
-    base = rows[WHEELHOUSE_ROW]
+    base = next(iter(rows.values()))  # the first row: the bootstrap end to end (CPU set) or the install step
     print(f"node set {args.node_set}: {report['wheels']} wheels, {report['wheel_bytes'] / 1e6:.0f} MB; {report['machine']['cpus']} CPUs, load {report['machine']['load_average']}")
-    print("| install | seconds | ÷ wheelhouse |\n|---|---:|---:|")
+    print(f"| install | seconds | ÷ first row |\n|---|---:|---:|")
     for name, value in rows.items():
         print(f"| {name} | {value:.1f} | {value / base:.2f} |")
+    if bootstrap_phases:
+        print("bootstrap.sh phases (s): " + ", ".join(f"{k} {v}" for k, v in bootstrap_phases.items()))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
