@@ -55,12 +55,15 @@ clean:
 
 # --- AWS (emr/README.md) ---
 DIST ?= dist/emr
+WHEELHOUSE ?= dist/wheelhouse
+NODE_SETS ?= cpu,gpu
 VALIDATOR := emr/validator/node_modules/.package-lock.json
 
 .PHONY: package statemachines asl-validator deploy
 
+# the node wheel sets (NODE_SETS=cpu for the CPU set alone) go to the shared $(WHEELHOUSE)
 package: $(STAMP)
-	$(PY) -m captioning.aws.package --dist $(DIST)
+	$(PY) -m captioning.aws.package --dist $(DIST) --wheelhouse $(WHEELHOUSE) --node-sets $(NODE_SETS)
 
 statemachines: $(STAMP)
 	$(PY) -m captioning.aws.statemachines
@@ -73,4 +76,4 @@ $(VALIDATOR): emr/validator/package.json emr/validator/package-lock.json
 # make deploy VERSION=20261201-a STACK=captioning   (or ARTIFACTS_URI=s3://bucket/artifacts)
 deploy: package
 	@test -n "$(VERSION)" || { echo "error: give VERSION=<name of this deployment>"; exit 1; }
-	$(PY) -m captioning.aws.deploy --version $(VERSION) --dist $(DIST) $(if $(STACK),--stack $(STACK),--artifacts-uri $(ARTIFACTS_URI))
+	$(PY) -m captioning.aws.deploy --version $(VERSION) --dist $(DIST) --wheelhouse $(WHEELHOUSE) $(if $(STACK),--stack $(STACK),--artifacts-uri $(ARTIFACTS_URI))

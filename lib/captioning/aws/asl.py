@@ -4,12 +4,14 @@ Writing: ``quote`` turns a Python string into an intrinsic-function string liter
 ``quote_template`` does the same for a States.Format template (keeping its ``{}``
 placeholders) and ``call`` builds ``States.X(...)`` invocations.
 
-Evaluating: the state machines here only compute values in Pass states (paths, and the
-intrinsics States.Format, States.Array, States.JsonMerge and States.ArrayLength), so this
-module evaluates exactly that subset, with the rules the Step Functions documentation
-gives: ``Key.$`` fields hold a path or an intrinsic, ``\\'``, ``\\{``, ``\\}`` and ``\\\\``
-are the escapes inside string literals, a path with ``[*]`` returns the list of every
-match (``$.a[*][*]`` flattens a list of lists), ResultPath ``null`` discards a result.
+Evaluating: the state machines here only compute values in Pass states and result
+selectors (paths, variables, and the intrinsics States.Format, States.Array,
+States.JsonMerge, States.ArrayLength, States.StringSplit and States.StringToJson), so
+this module evaluates exactly that subset, with the rules the Step Functions
+documentation gives: ``Key.$`` fields hold a path or an intrinsic, ``\\'``, ``\\{``,
+``\\}`` and ``\\\\`` are the escapes inside string literals, a path with ``[*]`` returns
+the list of every match (``$.a[*][*]`` flattens a list of lists), ``$name`` reads a
+variable, ResultPath ``null`` discards a result.
 ``plan`` uses it to compute what a state machine would run, without AWS. Anything outside
 the subset raises ``AslError`` rather than being guessed.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 _OPEN, _CLOSE = "\ue000", "\ue001"  # escaped braces inside a string literal, until formatting
@@ -61,24 +63,32 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
 # --- paths -------------------------------------------------------------------------------
 
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\['([^']*)'\]|\[(\d+)\]|\[\*\]")
+_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
 class Context:
-    """The parts of the context object (``$$``) the simulation knows."""
+    """The parts of the context object (``$$``) the simulation knows, and the variables."""
 
     execution_name: str
     execution_input: Any
+    entered_time: str = ""  # $$.State.EnteredTime of the current state
+    variables: Mapping[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict:
-        return {"Execution": {"Name": self.execution_name, "Input": self.execution_input}}
+        return {"Execution": {"Name": self.execution_name, "Input": self.execution_input}, "State": {"EnteredTime": self.entered_time}}
 
 
 def read_path(path: str, data: Any, context: Context | None = None) -> Any:
+    variable = _VARIABLE.match(path)
     if path.startswith("$$"):
         if context is None:
             raise AslError(f"{path}: no context object")
         root, rest = context.as_json(), path[2:]
+    elif variable is not None:
+        if context is None or variable.group(1) not in context.variables:
+            raise AslError(f"{path}: no variable {variable.group(1)!r}")
+        root, rest = context.variables[variable.group(1)], path[variable.end() :]
     elif path.startswith("$"):
         root, rest = data, path[1:]
     else:
@@ -259,10 +269,31 @@ def _array_length(value: Any) -> int:
     return len(value)
 
 
+def _string_split(text: Any, delimiters: Any) -> list[str]:
+    """Split at every character of ``delimiters``; empty pieces are outside the subset."""
+    if not isinstance(text, str) or not isinstance(delimiters, str) or not delimiters:
+        raise AslError("States.StringSplit takes a string and a non-empty string of delimiter characters")
+    pieces = re.split("[" + re.escape(delimiters) + "]", text)
+    if any(piece == "" for piece in pieces):
+        raise AslError(f"States.StringSplit of {text!r}: empty pieces are outside the supported subset")
+    return pieces
+
+
+def _string_to_json(text: Any) -> Any:
+    if not isinstance(text, str):
+        raise AslError("States.StringToJson needs a string")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise AslError(f"States.StringToJson: not JSON ({error})") from None
+
+
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "Array": lambda *args: list(args),
     "JsonMerge": _json_merge,
     "ArrayLength": _array_length,
+    "StringSplit": _string_split,
+    "StringToJson": _string_to_json,
 }
 
 
