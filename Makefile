@@ -9,7 +9,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JARS   := $(VENV)/spark-jars/.installed
-DEMO_DIR ?= demo-output
+STORAGE ?= local
+DEMO_DIR ?= demo-output$(if $(filter s3,$(STORAGE)),-s3)
 DEMO_IMAGES ?= 3000
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
@@ -42,7 +43,7 @@ check-java:
 	@command -v java >/dev/null 2>&1 || { echo "error: Java not found: Spark needs Java 17 (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 
 demo: check-java $(STAMP) $(JARS)
-	$(PY) -m captioning.demo --workdir $(DEMO_DIR) --images $(DEMO_IMAGES)
+	$(PY) -m captioning.pipeline.demo --workdir $(DEMO_DIR) --images $(DEMO_IMAGES) --storage $(STORAGE)
 
 test: check-java $(STAMP) $(JARS)
 	$(PY) -m pytest -q tests

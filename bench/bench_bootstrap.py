@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     base = next(iter(rows.values()))  # the first row: the bootstrap end to end (CPU set) or the install step
     print(f"node set {args.node_set}: {report['wheels']} wheels, {report['wheel_bytes'] / 1e6:.0f} MB; {report['machine']['cpus']} CPUs, load {report['machine']['load_average']}")
-    print(f"| install | seconds | ÷ first row |\n|---|---:|---:|")
+    print("| install | seconds | ÷ first row |\n|---|---:|---:|")
     for name, value in rows.items():
         print(f"| {name} | {value:.1f} | {value / base:.2f} |")
     if bootstrap_phases:

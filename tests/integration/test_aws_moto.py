@@ -195,7 +195,7 @@ def test_launch_command_with_stack_outputs_and_settings(s3_bucket, capsys):
     code = launch_module.main([
         "bulk_captioning", "--input", str(ROOT / "emr/examples/bulk-captioning-input.json"), "--stack", stack,
         "--set", f"artifacts_version={VERSION}", "--set", f"inputs={json.dumps(inputs)}", "--set", "core_spot=2", "--name", "nightly",
-        "--set", f"output={s3_bucket}/captions",
+        "--set", f"output_bucket={s3_bucket[len('s3://'):]}", "--set", "output_prefix=captions",
     ])
     assert code == 0
     cluster_id = capsys.readouterr().out.strip()
@@ -275,7 +275,7 @@ def test_launch_stops_before_any_cluster_while_another_run_holds_the_output(s3_b
     emr = boto3.client("emr")
     before = len(emr.list_clusters()["Clusters"])
     args = ["bulk_captioning", "--input", str(ROOT / "emr/examples/bulk-captioning-input.json"), "--stack", stack,
-            "--set", f"artifacts_version={VERSION}", "--set", f"output={s3_bucket}/captions"]
+            "--set", f"artifacts_version={VERSION}", "--set", f"output_bucket={bucket}", "--set", "output_prefix=captions"]
     assert launch_module.main(args) == 2
     line = one_line_error(capsys)
     assert "OutputLeaseHeld" in line and f"{s3_bucket}/captions/_lease.json" in line and "2999-01-01T00:00:00Z" in line

@@ -17,9 +17,9 @@ def held_by(output: str) -> dict:
 
 def test_take_refuse_renew_and_release_on_s3(s3_bucket):
     output = f"{s3_bucket}/captions"
-    with Lease(output, "run-a", LeaseConfig(period_seconds=1.5)) as lease:
+    with Lease(output, "run-a", LeaseConfig(period_seconds=4)) as lease:
         first = held_by(output)["expires_at"]
-        time.sleep(3.5)
+        time.sleep(9)  # more than two periods: only renewals keep it
         with pytest.raises(LeaseHeldError, match="run run-a holds this output"):
             Lease(output, "run-b", LeaseConfig(period_seconds=60, wait_seconds=0)).acquire()
         assert held_by(output)["holder"] == "run-a" and held_by(output)["expires_at"] > first

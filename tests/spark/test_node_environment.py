@@ -30,7 +30,6 @@ from pathlib import Path
 
 import pytest
 
-from captioning.aws import layout
 from captioning.aws.deploy import deploy
 from captioning.aws.package import build_dist
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from captioning.aws import asl, jsonata, layout
+from captioning.aws import asl, layout
 from captioning.aws.cluster import ClusterConfig
 from captioning.aws.package import PackageError, node_requirements, pinned_version
 from captioning.aws.plan import ObjectMissing, ObjectUnreadable, PlanError, argv_per_step, check_input, plan, simulate
@@ -30,7 +30,6 @@ from captioning.aws.definition import (
     LEASE_HELD,
     LEASE_MALFORMED,
     LEASE_UNREADABLE,
-    LOCATE_LEASE,
     READ_LEASE,
     NOT_STARTED,
     TERMINATE,
@@ -408,7 +407,7 @@ def test_data_parallel_training_gets_one_executor_and_one_gpu_per_worker():
 def test_bulk_argv_splices_every_input_prefix_and_extra_arguments():
     argv = argv_per_step(
         "bulk_captioning",
-        {"artifacts_version": "v7", "inputs": ["s3://a/x/", "s3://b/"], "model": "s3://o/run/model", "output": "s3://o/captions",
+        {"artifacts_version": "v7", "inputs": ["s3://a/x/", "s3://b/"], "model": "s3://o/run/model", "output_bucket": "o", "output_prefix": "captions",
          "caption_images_args": ["--recaption", "--backbone-weights", "s3://w/resnet.h5"], "beam_width": 5},
         DEPLOYMENT,
     )["Caption images"]
@@ -558,32 +557,31 @@ def lease_body(expires_at) -> str:
 
 
 def bulk_input(**changes) -> dict:
-    return {**example_input("bulk_captioning"), "output": "s3://out-bucket/captions/weekly", **changes}
+    return {**example_input("bulk_captioning"), "output_bucket": "out-bucket", "output_prefix": "captions/weekly", **changes}
 
 
 def test_the_bulk_machine_reads_the_output_lease_right_before_creating_the_cluster():
     states = definition_of("bulk_captioning")["States"]
     (reader,) = only(states, GET_OBJECT)
-    assert states["Flatten step arguments"]["Next"] == LOCATE_LEASE and states[LOCATE_LEASE]["Next"] == reader == READ_LEASE
+    assert states["Flatten step arguments"]["Next"] == reader == READ_LEASE
     catches = {c["ErrorEquals"][0]: c["Next"] for c in states[reader]["Catch"]}
     assert catches == {"S3.NoSuchKeyException": "Create cluster", "States.ALL": LEASE_UNREADABLE}
     assert states[reader]["Next"] == LEASE_FREE and states[LEASE_FREE]["Default"] == "Create cluster"
     assert not only(definition_of("training")["States"], GET_OBJECT), "training outputs have no lease"
 
 
-@pytest.mark.parametrize(
-    "output,bucket,key",
-    [("s3://out-bucket/captions", "out-bucket", "captions/_lease.json"), ("s3://out-bucket/a/b/c", "out-bucket", "a/b/c/_lease.json")],
-)
-def test_the_lease_is_read_at_the_output_folder(output, bucket, key):
+@pytest.mark.parametrize("prefix", ["captions", "a/b/c"])
+def test_the_lease_is_read_at_the_output_folder_the_job_writes(prefix):
     seen = []
 
     def missing(b, k):
         seen.append((b, k))
         raise ObjectMissing(f"s3://{b}/{k}")
 
-    planned = plan("bulk_captioning", bulk_input(output=output), DEPLOYMENT, read_object=missing)
-    assert seen == [(bucket, key)] and planned.reads == (f"s3://{bucket}/{key}",)
+    planned = plan("bulk_captioning", bulk_input(output_prefix=prefix), DEPLOYMENT, read_object=missing)
+    assert seen == [("out-bucket", f"{prefix}/_lease.json")] and planned.reads == (f"s3://out-bucket/{prefix}/_lease.json",)
+    argv = planned.steps[0].args
+    assert argv[argv.index("--output") + 1] == f"s3://out-bucket/{prefix}"  # the folder whose lease the job takes
     assert planned.visited[-3:] == ("Caption images", "Terminate cluster", "Succeeded") and LEASE_FREE not in planned.visited
 
 
@@ -598,8 +596,7 @@ def test_a_lease_expiring_after_the_check_stops_the_run_before_any_cluster(expir
     definition = definition_of("bulk_captioning")
     with pytest.raises(PlanError, match="OutputLeaseHeld") as caught:
         simulate(definition, bulk_input(), DEPLOYMENT, read_object=lambda b, k: lease_body(expires_at), now=now)
-    assert "s3://out-bucket/captions/weekly/_lease.json" in str(caught.value) and expires_at in str(caught.value)
-    assert LEASE_HELD in str(caught.value)
+    assert LEASE_HELD in str(caught.value) and "_lease.json" in str(caught.value)
     free = simulate(definition, bulk_input(), DEPLOYMENT, read_object=lambda b, k: lease_body("2026-11-28T21:59:59Z"), now=now)
     assert free.cluster["Name"].startswith("captioning-bulk-captioning-")
 
@@ -618,10 +615,10 @@ def test_an_unreadable_lease_stops_the_run_with_the_s3_error():
         plan("bulk_captioning", bulk_input(), DEPLOYMENT, read_object=denied)
 
 
-@pytest.mark.parametrize("output", ["s3://out-bucket", "/local/folder", "s3://out-bucket/captions/"])
-def test_bulk_output_must_be_an_s3_prefix_without_trailing_slash(output):
+@pytest.mark.parametrize("changes", [{"output_bucket": "s3://out-bucket"}, {"output_bucket": "out-bucket/captions"}, {"output_prefix": "captions/"}, {"output_prefix": "/captions"}])
+def test_bulk_output_must_be_a_bucket_and_a_prefix_without_outer_slashes(changes):
     with pytest.raises(PlanError, match="InvalidInput"):
-        plan("bulk_captioning", bulk_input(output=output), DEPLOYMENT)
+        plan("bulk_captioning", bulk_input(**changes), DEPLOYMENT)
 
 
 def test_a_lease_refusal_is_not_retried_but_training_steps_are():
@@ -631,22 +628,8 @@ def test_a_lease_refusal_is_not_retried_but_training_steps_are():
     assert all(training[s]["Retry"][0]["ErrorEquals"] == ["States.TaskFailed"] for s in only(training, ADD_STEP))
 
 
-def test_the_lease_location_jsonata_subset():
-    state = {"config": {"output": "s3://b/x/y"}}
-    assert jsonata.evaluate("{% $substringBefore($substringAfter($states.input.config.output, 's3://'), '/') %}", state) == "b"
-    assert jsonata.evaluate("{% $substringAfter($substringAfter($states.input.config.output, 's3://'), '/') & '/_lease.json' %}", state) == "x/y/_lease.json"
-    assert jsonata.evaluate("{% $substringAfter('abc', '/') %}", state) == "abc", "JSONata returns the whole string when the separator is missing"
-    for unsupported in ("{% $uppercase('a') %}", "{% $states.result.x %}", "{% 1 + 2 %}", "$substringAfter('a', 'b')"):
-        with pytest.raises(jsonata.JsonataError):
-            jsonata.evaluate(unsupported, state)
-
-
-def test_intrinsics_for_subnets_and_lease_bodies_and_variables():
+def test_intrinsics_for_subnets_and_lease_bodies():
     assert asl.evaluate("States.StringSplit('subnet-a,subnet-b', ',')", {}) == ["subnet-a", "subnet-b"]
     with pytest.raises(asl.AslError, match="empty pieces"):
         asl.evaluate("States.StringSplit('a,,b', ',')", {})
     assert asl.evaluate("States.StringToJson($.Body)", {"Body": '{"expires_at": "x"}'}) == {"expires_at": "x"}
-    context = asl.Context("run", {}, variables={"lease_key": "a/_lease.json"})
-    assert asl.read_path("$lease_key", {}, context) == "a/_lease.json"
-    with pytest.raises(asl.AslError, match="no variable"):
-        asl.read_path("$other", {}, context)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from captioning.aws.cluster import MANAGED_POLICY_TAG, PROJECT_TAG
-from captioning.aws.definition import LEASE_OBJECT
+from captioning.store.lease import LEASE_FILE as LEASE_OBJECT
 from captioning.aws.statemachines import TEMPLATE_BODY_LIMIT, template_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +174,7 @@ def failed_assertions(template: dict, **given: str) -> list[str]:
     return failed
 
 
-SCHEDULE = {"ScheduleModelUri": "s3://out/model", "ScheduleInputs": "s3://photos/2024/,s3://photos/new/", "ScheduleOutputUri": "s3://out/captions", "ScheduleArtifactsVersion": "v1"}
+SCHEDULE = {"ScheduleModelUri": "s3://out/model", "ScheduleInputs": "s3://photos/2024/,s3://photos/new/", "ScheduleOutputPrefix": "captions", "ScheduleArtifactsVersion": "v1"}
 
 
 def test_a_schedule_with_an_empty_input_list_is_refused_at_deploy(template):
@@ -182,5 +182,5 @@ def test_a_schedule_with_an_empty_input_list_is_refused_at_deploy(template):
     assert failed_assertions(template, **SCHEDULE) == []
     assert any("ScheduleInputs" in f for f in failed_assertions(template, **{**SCHEDULE, "ScheduleInputs": ""}))
     assert any("ScheduleInputs" in f for f in failed_assertions(template, **{**SCHEDULE, "ScheduleInputs": "s3://photos/2024/,,s3://x/"}))
-    assert any("ScheduleOutputUri" in f for f in failed_assertions(template, **{**SCHEDULE, "ScheduleOutputUri": ""}))
+    assert any("ScheduleOutputPrefix" in f for f in failed_assertions(template, **{**SCHEDULE, "ScheduleOutputPrefix": ""}))
     assert any("ScheduleArtifactsVersion" in f for f in failed_assertions(template, **{**SCHEDULE, "ScheduleArtifactsVersion": ""}))

@@ -54,11 +54,11 @@ def test_a_new_run_waits_out_a_lease_that_expires(tmp_path):
 
 def test_a_run_longer_than_the_period_keeps_its_lease_by_renewing_it(tmp_path):
     output = str(tmp_path / "out")
-    with Lease(output, "long-run", LeaseConfig(period_seconds=1.5)) as lease:
+    with Lease(output, "long-run", LeaseConfig(period_seconds=4)) as lease:
         first = held_by(output)["expires_at"]
-        time.sleep(4)
+        time.sleep(9)  # more than two periods: only renewals keep it
         with pytest.raises(LeaseHeldError):
-            Lease(output, "intruder", LeaseConfig(period_seconds=1.5, wait_seconds=0)).acquire()
+            Lease(output, "intruder", LeaseConfig(period_seconds=4, wait_seconds=0)).acquire()
         assert held_by(output)["holder"] == "long-run" and held_by(output)["expires_at"] > first
         lease.check()
 

@@ -12,7 +12,7 @@ The pieces, each in its own module:
   deployment     the stack's values a definition refers to (``${Name}`` substitutions)
   definition     a pipeline as Amazon States Language (input checks, output lease, cluster, steps)
   statemachines  the generator of emr/statemachines/*.asl.json and the template's copies
-  asl, jsonata   the expression languages of Step Functions: writing and evaluating them
+  asl            the expression language of Step Functions (JSONPath): writing and evaluating it
   plan           what a state machine would run for a given execution input
   launch         the same cluster and steps through ``run_job_flow`` (``captioner launch``)
   stack          the CloudFormation stack's outputs as defaults for deploy and launch

@@ -5,13 +5,13 @@ Writing: ``quote`` turns a Python string into an intrinsic-function string liter
 placeholders) and ``call`` builds ``States.X(...)`` invocations.
 
 Evaluating: the state machines here only compute values in Pass states and result
-selectors (paths, variables, and the intrinsics States.Format, States.Array,
+selectors (paths and the intrinsics States.Format, States.Array,
 States.JsonMerge, States.ArrayLength, States.StringSplit and States.StringToJson), so
 this module evaluates exactly that subset, with the rules the Step Functions
 documentation gives: ``Key.$`` fields hold a path or an intrinsic, ``\\'``, ``\\{``,
 ``\\}`` and ``\\\\`` are the escapes inside string literals, a path with ``[*]`` returns
-the list of every match (``$.a[*][*]`` flattens a list of lists), ``$name`` reads a
-variable, ResultPath ``null`` discards a result.
+the list of every match (``$.a[*][*]`` flattens a list of lists), ResultPath ``null``
+discards a result.
 ``plan`` uses it to compute what a state machine would run, without AWS. Anything outside
 the subset raises ``AslError`` rather than being guessed.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 _OPEN, _CLOSE = "\ue000", "\ue001"  # escaped braces inside a string literal, until formatting
@@ -63,32 +63,25 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
 # --- paths -------------------------------------------------------------------------------
 
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\['([^']*)'\]|\[(\d+)\]|\[\*\]")
-_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
 class Context:
-    """The parts of the context object (``$$``) the simulation knows, and the variables."""
+    """The parts of the context object (``$$``) the simulation knows."""
 
     execution_name: str
     execution_input: Any
     entered_time: str = ""  # $$.State.EnteredTime of the current state
-    variables: Mapping[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         return {"Execution": {"Name": self.execution_name, "Input": self.execution_input}, "State": {"EnteredTime": self.entered_time}}
 
 
 def read_path(path: str, data: Any, context: Context | None = None) -> Any:
-    variable = _VARIABLE.match(path)
     if path.startswith("$$"):
         if context is None:
             raise AslError(f"{path}: no context object")
         root, rest = context.as_json(), path[2:]
-    elif variable is not None:
-        if context is None or variable.group(1) not in context.variables:
-            raise AslError(f"{path}: no variable {variable.group(1)!r}")
-        root, rest = context.variables[variable.group(1)], path[variable.end() :]
     elif path.startswith("$"):
         root, rest = data, path[1:]
     else:

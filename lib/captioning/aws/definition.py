@@ -1,4 +1,4 @@
-"""A pipeline as an Amazon States Language definition (JSONPath, one JSONata state).
+"""A pipeline as an Amazon States Language definition (JSONPath throughout).
 
 Shape of both machines:
 
@@ -13,13 +13,14 @@ States.Runtime, which no Catch can catch. Before the cluster that only fails the
 execution; after it, it would leave the cluster running. So after "Create cluster" the
 states only read fields that are known to exist ($.cluster.ClusterId, $.args.<step>).
 
-Output lease check (pipelines with ``lease_output``): the job keeps a lease object at
-``<output>/_lease.json`` while it runs. Before creating a cluster the machine reads it
-with the S3 SDK integration; no object (S3.NoSuchKeyException) means free, an
-``expires_at`` later than the state's entry time means another run holds the output, and
-the execution fails with OutputLeaseHeld without creating a cluster. JSONPath has no
-substring function, so one JSONata Pass state splits ``s3://bucket/prefix`` into the
-object's bucket and key (as variables).
+Output lease check (pipelines with a ``lease``): the job keeps a lease object at
+``<output>/_lease.json`` while it runs (:mod:`captioning.store.lease`). Before creating a
+cluster the machine reads it with the S3 SDK integration; no object
+(S3.NoSuchKeyException) means free, an ``expires_at`` later than the state's entry time
+means another run holds the output, and the execution fails with OutputLeaseHeld without
+creating a cluster. The output is given as a bucket and a prefix, so the lease's bucket
+and key are plain paths and a ``States.Format``: JSONPath has no substring function, and
+splitting an ``s3://`` URI would need one (or JSONata, which local ASL interpreters lack).
 
 Error handling:
   * createCluster.sync: Retry once on States.TaskFailed (spot capacity, a failed download
@@ -45,6 +46,7 @@ from captioning.aws import asl, layout
 from captioning.aws.cluster import PROJECT_TAG, cluster_parameters
 from captioning.aws.pipelines import ARTIFACTS_PREFIX, Pipeline
 from captioning.aws.steps import Fmt, JobUnavailable, Piece, Ref, SparkStep, Splice, StepArgumentError
+from captioning.store.lease import LEASE_FILE
 
 EMR = "arn:aws:states:::elasticmapreduce:"
 CREATE, ADD_STEP, TERMINATE = EMR + "createCluster.sync", EMR + "addStep.sync", EMR + "terminateCluster.sync"
@@ -53,9 +55,9 @@ TERMINATE_OK, TERMINATE_AFTER_FAILURE = "Terminate cluster", "Terminate cluster 
 FAILED, NOT_STARTED, STILL_RUNNING, SUCCEEDED = "Pipeline failed", "Cluster did not start", "Cluster may still be running", "Succeeded"
 INVALID = "Invalid input"
 CREATE_CLUSTER = "Create cluster"
-LOCATE_LEASE, READ_LEASE, LEASE_FREE = "Locate output lease", "Read output lease", "Output lease free?"
+READ_LEASE, LEASE_FREE = "Read output lease", "Output lease free?"
 LEASE_HELD, LEASE_UNREADABLE, LEASE_MALFORMED = "Output lease held", "Output lease not readable", "Output lease malformed"
-LEASE_OBJECT = "_lease.json"  # <output>/_lease.json, written by the job while it runs
+DESCRIBE_HELD_LEASE = "Describe held lease"
 MAX_INTRINSICS = 10  # per field, a Step Functions limit
 
 
@@ -181,9 +183,12 @@ def check_states(pipeline: Pipeline) -> dict[str, dict]:
     for name in pipeline.no_trailing_slash:
         rules.append({"Variable": config + name, "StringMatches": "*/", "Next": INVALID})
         causes.append(f"{name} must not end with '/'")
-    for name in pipeline.s3_prefixes:
-        rules.append({"Not": {"Variable": config + name, "StringMatches": "s3://*/*"}, "Next": INVALID})
-        causes.append(f"{name} must be s3://bucket/prefix")
+    for name in pipeline.no_leading_slash:
+        rules.append({"Variable": config + name, "StringMatches": "/*", "Next": INVALID})
+        causes.append(f"{name} must not start with '/'")
+    for name in pipeline.bucket_names:
+        rules.append({"Variable": config + name, "StringMatches": "*/*", "Next": INVALID})
+        causes.append(f"{name} must be a bucket name (no s3:// and no '/')")
     for name in pipeline.nonempty:
         rules.append({"Variable": f"$.values.{name}_count", "NumericEquals": 0, "Next": INVALID})
         causes.append(f"{name} must be a non-empty list")
@@ -214,22 +219,15 @@ def argument_states(arrays: dict[str, str], following: str) -> dict[str, dict]:
     }
 
 
-def lease_states(field: str) -> dict[str, dict]:
-    """Read ``<output>/_lease.json`` and stop before the cluster while another run holds it."""
-    rest = f"$substringAfter($states.input.config.{field}, 's3://')"
+def lease_states(bucket_field: str, prefix_field: str) -> dict[str, dict]:
+    """Read ``s3://<bucket>/<prefix>/_lease.json`` and stop before the cluster while another run holds it."""
+    bucket, prefix = f"$.config.{bucket_field}", f"$.config.{prefix_field}"
     expires = "$.output_lease.object.expires_at"
     return {
-        LOCATE_LEASE: {
-            "Type": "Pass",
-            "QueryLanguage": "JSONata",
-            "Comment": f"s3://bucket/prefix -> bucket and prefix/{LEASE_OBJECT}",
-            "Assign": {"lease_bucket": f"{{% $substringBefore({rest}, '/') %}}", "lease_key": f"{{% $substringAfter({rest}, '/') & '/{LEASE_OBJECT}' %}}"},
-            "Next": READ_LEASE,
-        },
         READ_LEASE: {
             "Type": "Task",
             "Resource": GET_OBJECT,
-            "Parameters": {"Bucket.$": "$lease_bucket", "Key.$": "$lease_key"},
+            "Parameters": {"Bucket.$": bucket, "Key.$": f"States.Format('{{}}/{LEASE_FILE}', {prefix})"},
             "ResultSelector": {"object.$": "States.StringToJson($.Body)"},
             "ResultPath": "$.output_lease",
             "Catch": [
@@ -243,20 +241,29 @@ def lease_states(field: str) -> dict[str, dict]:
             "Choices": [
                 {"Variable": expires, "IsPresent": False, "Next": LEASE_MALFORMED},
                 {"Variable": expires, "IsTimestamp": False, "Next": LEASE_MALFORMED},
-                {"Variable": expires, "TimestampGreaterThanPath": "$$.State.EnteredTime", "Next": LEASE_HELD},
+                {"Variable": expires, "TimestampGreaterThanPath": "$$.State.EnteredTime", "Next": DESCRIBE_HELD_LEASE},
             ],
             "Default": CREATE_CLUSTER,
         },
-        LEASE_HELD: {
-            "Type": "Fail",
-            "Error": "OutputLeaseHeld",
-            "CausePath": f"States.Format('another run holds {{}}/{LEASE_OBJECT} until {{}}: start this run after it ends (no cluster was created)', $.config.{field}, {expires})",
+        DESCRIBE_HELD_LEASE: {
+            "Type": "Pass",
+            "Comment": "Fail states take reference paths only, so the cause is formatted here.",
+            "Parameters": {
+                "Error": "OutputLeaseHeld",
+                "Cause.$": (
+                    f"States.Format('another run holds s3://{{}}/{{}}/{LEASE_FILE} until {{}}: "
+                    f"start this run after that one ends; no cluster was created', {bucket}, {prefix}, {expires})"
+                ),
+            },
+            "ResultPath": "$.error",
+            "Next": LEASE_HELD,
         },
+        LEASE_HELD: {"Type": "Fail", "Comment": "No cluster was created.", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"},
         LEASE_UNREADABLE: {"Type": "Fail", "Comment": "No cluster was created.", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"},
         LEASE_MALFORMED: {
             "Type": "Fail",
             "Error": "OutputLeaseMalformed",
-            "CausePath": f"States.Format('{{}}/{LEASE_OBJECT} has no ISO-8601 expires_at: check or delete it (no cluster was created)', $.config.{field})",
+            "Cause": f"the output's {LEASE_FILE} has no ISO-8601 expires_at: check or delete it; no cluster was created",
         },
     }
 
@@ -350,10 +357,10 @@ def build(pipeline: Pipeline, strict: bool = True) -> tuple[dict, list[str]]:
     values = Values()
     cluster_values(pipeline, values)
     arrays = step_arrays(pipeline, values, strict, unchecked)
-    before_cluster = LOCATE_LEASE if pipeline.lease_output else CREATE_CLUSTER
+    before_cluster = READ_LEASE if pipeline.lease else CREATE_CLUSTER
     states = input_states(pipeline, values) | check_states(pipeline) | argument_states(arrays, before_cluster)
-    if pipeline.lease_output:
-        states |= lease_states(pipeline.lease_output)
+    if pipeline.lease:
+        states |= lease_states(*pipeline.lease)
     states[CREATE_CLUSTER] = create_cluster_state(pipeline)
     for index, step in enumerate(pipeline.steps):
         following = pipeline.steps[index + 1].state if index + 1 < len(pipeline.steps) else TERMINATE_OK

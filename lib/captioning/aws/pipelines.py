@@ -25,11 +25,11 @@ class Pipeline:
     """One state machine: its input defaults, the steps and the cluster they run on.
 
     Checked before the cluster starts: ``required`` input fields (no default),
-    ``nonempty`` lists, ``no_trailing_slash`` URIs (other paths are appended to them),
-    ``s3_prefixes`` (must be ``s3://bucket/prefix``) and ``refused`` (field, value, why)
-    values. ``lease_output`` names the input field whose output folder holds a lease
-    object (``<output>/_lease.json``): the machine stops before creating a cluster while
-    another run holds it. Every step also takes ``<step key>_args``, a list of extra job
+    ``nonempty`` lists, ``no_trailing_slash`` URIs and prefixes (other paths are appended
+    to them), ``no_leading_slash`` prefixes, ``bucket_names`` and ``refused`` (field,
+    value, why) values. ``lease`` names the input fields (bucket, prefix) of the output
+    that holds a lease object (``s3://<bucket>/<prefix>/_lease.json``): the machine stops
+    before creating a cluster while another run holds it. Every step also takes ``<step key>_args``, a list of extra job
     arguments appended as given (default empty), for options that are optional at run time.
     """
 
@@ -40,9 +40,10 @@ class Pipeline:
     steps: tuple[SparkStep, ...]
     nonempty: tuple[str, ...] = ()
     no_trailing_slash: tuple[str, ...] = ()
-    s3_prefixes: tuple[str, ...] = ()
+    no_leading_slash: tuple[str, ...] = ()
+    bucket_names: tuple[str, ...] = ()
     refused: tuple[tuple[str, str, str], ...] = ()
-    lease_output: str | None = None
+    lease: tuple[str, str] | None = None  # (bucket field, prefix field) of the output
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def default_input(self) -> dict:
@@ -122,21 +123,22 @@ def bulk_pipeline(cluster: ClusterConfig = ClusterConfig()) -> Pipeline:
     # step's details as text, so a Retry could not tell that refusal from other failures.
     step = _step(
         "caption_images", "Caption images", "caption-images",
-        (("--input", Splice(cfg("inputs"))), ("--model", cfg("model")), ("--output", cfg("output")),
+        (("--input", Splice(cfg("inputs"))), ("--model", cfg("model")), ("--output", Fmt("s3://{}/{}", (cfg("output_bucket"), cfg("output_prefix")))),
          ("--search", cfg("search")), ("--beam-width", cfg("beam_width"))),
         (("spark.task.resource.gpu.amount", "1"),), 24 * 3600, retry=False,
     )
     return Pipeline(
         name="bulk_captioning",
         comment="Caption every image under one or more bucket prefixes with a trained model on a transient GPU EMR cluster; the cluster is terminated on every path.",
-        required=("artifacts_version", "inputs", "model", "output"),
+        required=("artifacts_version", "inputs", "model", "output_bucket", "output_prefix"),
         defaults=(("search", "beam"), ("beam_width", 3), ("release_label", cluster.release_label),
                   ("core_on_demand", cluster.core_on_demand), ("core_spot", cluster.core_spot)),
         steps=(step,),
         nonempty=("inputs",),
-        no_trailing_slash=("output",),
-        s3_prefixes=("output",),
-        lease_output="output",
+        no_trailing_slash=("output_prefix",),
+        no_leading_slash=("output_prefix",),
+        bucket_names=("output_bucket",),
+        lease=("output_bucket", "output_prefix"),
         cluster=cluster,
     )
 

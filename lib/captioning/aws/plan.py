@@ -1,8 +1,7 @@
 """What a state machine would run for a given execution input, computed without AWS.
 
 ``simulate`` walks a definition from StartAt the way Step Functions would: it evaluates
-the Pass and Choice states with ``asl`` (and the one JSONata state with ``jsonata``) and
-records, instead of calling EMR, the createCluster request, each addStep's step and the
+the Pass and Choice states with ``asl`` and records, instead of calling EMR, the createCluster request, each addStep's step and the
 terminate. S3 objects the machine reads (the output's lease) come from ``read_object``:
 by default none exists, ``captioner launch`` passes a reader of the real bucket. The
 result is the concrete RunJobFlow request and the concrete spark-submit argument list of
@@ -16,7 +15,6 @@ apart), and a test can run each argument list locally.
 """
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import json
 import re
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from captioning.aws import asl, jsonata
+from captioning.aws import asl
 from captioning.aws.definition import ADD_STEP, CREATE, GET_OBJECT, TERMINATE, build
 from captioning.aws.deployment import Deployment
 from captioning.aws.pipelines import pipelines
@@ -182,12 +180,6 @@ class _Simulation:
         return f"{error}: {cause}" if cause else str(error)
 
     def pass_state(self, state: dict) -> None:
-        if state.get("QueryLanguage") == "JSONata":
-            if set(state) - {"Type", "QueryLanguage", "Comment", "Assign", "Next", "End"}:
-                raise PlanError("a JSONata Pass state with fields outside the simulation")
-            assigned = {key: jsonata.evaluate(value, self.data) for key, value in state.get("Assign", {}).items()}
-            self.context = dataclasses.replace(self.context, variables={**self.context.variables, **assigned})
-            return
         result = asl.resolve(state["Parameters"], self.data, self.context) if "Parameters" in state else state.get("Result", self.data)
         self.data = asl.write_path(state.get("ResultPath", "$"), self.data, result)
 
@@ -248,11 +240,7 @@ def simulate(
 ) -> Plan:
     """Run ``definition`` (with placeholders) on ``execution_input``, recording the AWS calls."""
     document = json.loads(asl.substitute(json.dumps(definition), deployment.substitutions()))
-    simulation = _Simulation(document, execution_input, execution_name, read_object, now or datetime.now(timezone.utc))
-    try:
-        return simulation.run()
-    except jsonata.JsonataError as error:
-        raise PlanError(str(error)) from error
+    return _Simulation(document, execution_input, execution_name, read_object, now or datetime.now(timezone.utc)).run()
 
 
 def plan(

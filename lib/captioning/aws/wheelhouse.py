@@ -23,7 +23,6 @@ uploads a wheel only when its ``<sha256>/<file>`` key is missing).
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 import subprocess
 import sys
