@@ -167,7 +167,8 @@ def test_of_two_runs_started_together_exactly_one_proceeds(pipeline, bucket_fold
     refused = errors[codes.index(2)]
     assert "holds this output" in refused and "Traceback" not in refused
     rows = committed_rows(output)
-    assert sorted(rows.uri) == sorted(expected) and not rows.uri.duplicated().any()
+    everything = [*(os.path.join(folder, name) for name in expected), os.path.join(folder, "notes.txt")]
+    assert sorted(rows.uri) == sorted(everything) and not rows.uri.duplicated().any()
 
 
 def test_a_run_is_refused_while_another_holds_the_output(spark, pipeline, bucket_folder, tmp_path, capsys):

@@ -22,7 +22,9 @@ import argparse
 import datetime as dt
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from captioning.model.captioner import encoder_for
 from captioning.model.encoder_spec import EncoderConfig
@@ -144,6 +146,35 @@ def unfinished_runs(spark, config: CaptionJobConfig) -> list[str]:
     return sorted(r for r in committed if not output.has_summary(r))
 
 
+class RunProgress:
+    """How far a run got: whether its rows' write returned, and the Spark context running it."""
+
+    def __init__(self) -> None:
+        self.written = False
+        self.jobs = None
+
+
+@contextmanager
+def discarded_if_interrupted(output: BulkOutput, run_id: str) -> Iterator[RunProgress]:
+    """A run stopped (SIGTERM, Ctrl-C, an error) before its rows' write returned leaves no rows.
+
+    Spark may commit the write between the signal and the job's cancellation; entered outside
+    ``spark_for``, this runs after an owned session has stopped, when nothing can commit any more.
+    """
+    progress = RunProgress()
+    try:
+        yield progress
+    except BaseException:
+        if not progress.written:
+            if progress.jobs is not None:
+                try:
+                    progress.jobs.cancelJobGroup(run_id)
+                except Exception:  # the context may already be stopped; the rows go either way
+                    LOG.debug("could not cancel the jobs of run %s", run_id, exc_info=True)
+            output.discard_run(run_id)
+        raise
+
+
 def run(config: CaptionJobConfig, spark=None) -> dict:
     from pyspark.sql import functions as F
 
@@ -157,7 +188,7 @@ def run(config: CaptionJobConfig, spark=None) -> dict:
     run_id = new_run_id(started)
     output = BulkOutput(config.output_uri)
     summary = {"run_id": run_id, "listed": len(objects), "model_id": info.identity}
-    with Lease(config.output_uri, run_id, config.lease) as lease, spark_for("caption-images", spark) as session:
+    with Lease(config.output_uri, run_id, config.lease) as lease, discarded_if_interrupted(output, run_id) as progress, spark_for("caption-images", spark) as session:
         require_s3(session, [config.output_uri])
         removed = output.remove_debris()
         if removed:
@@ -180,7 +211,10 @@ def run(config: CaptionJobConfig, spark=None) -> dict:
         bulk = BulkConfig(model_uri=config.model_uri, model_id=info.identity, run_id=run_id, encoder=encoder, search=config.search, reading=config.reading)
         results = caption_objects(todo.repartition(config.reading.partitions_for(count, parallelism)), bulk)
         lease.check()
+        session.sparkContext.setJobGroup(run_id, f"caption-images run {run_id}", interruptOnCancel=True)
+        progress.jobs = session.sparkContext
         results.drop("run_id").write.mode("overwrite").parquet(output.run_rows(run_id))
+        progress.written = True
         lease.check()
         seconds = time.time() - started
         summary.update(new=count, seconds=round(seconds, 2), images_per_second=round(count / max(seconds, 1e-9), 2), started_at=dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat())

@@ -64,6 +64,13 @@ class BulkOutput:
     def write_summary(self, summary: dict) -> None:
         storage.write_text(self.summary(summary["run_id"]), json.dumps(summary, indent=1))
 
+    def discard_run(self, run_id: str) -> None:
+        """Delete a run's rows: the run was stopped before its write returned, so whatever
+        Spark managed to commit of it must not count as answered."""
+        target = self.run_rows(run_id)
+        if storage.exists(target):
+            storage.delete(target, recursive=True)
+
     def remove_debris(self) -> list[str]:
         """Delete the ``_temporary`` folders killed runs left in ``captions/`` and ``exports/``.
 
