@@ -45,8 +45,10 @@ check-java:
 demo: check-java $(STAMP) $(JARS)
 	$(PY) -m captioning.pipeline.demo --workdir $(DEMO_DIR) --images $(DEMO_IMAGES) --storage $(STORAGE)
 
+# Two workers (tests/conftest.py groups the tests): most tests wait on JVMs, subprocesses and servers.
+TEST_WORKERS ?= 2
 test: check-java $(STAMP) $(JARS)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

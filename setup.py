@@ -38,6 +38,7 @@ setup(
         ],
         "test": [
             "pytest",
+            "pytest-xdist",
             "moto[server]",
         ],
     },

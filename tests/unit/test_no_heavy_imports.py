@@ -30,6 +30,6 @@ def test_pure_modules_and_unit_tests_import_neither_spark_nor_tensorflow():
         "print(','.join(heavy))\n"
     )
     root = os.path.dirname(os.path.dirname(here))
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
