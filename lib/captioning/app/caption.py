@@ -114,7 +114,7 @@ def caption_all(captioner: ImageCaptioner, inputs: Sequence[str]) -> Iterator[An
 
     def flush() -> Iterator[Answer]:
         loaded = [(item, None) if isinstance(item, Answer) else (item, load_image(item, captioner.input_size, captioner.config.decode)) for item in pending]
-        good = [pixels for _, result in loaded if result is not None and result[0] is not None]
+        good = [result[0] for _, result in loaded if result is not None and result[0] is not None]
         ranked = iter(captioner.caption(good)) if good else iter(())
         for item, result in loaded:
             if isinstance(item, Answer):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from typing import Any, Mapping, Sequence
 
 from captioning.store import storage
@@ -41,6 +42,12 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def literal(text: str) -> str:
+    """``text`` for Streamlit's markdown (messages, captions of widgets) shown as written:
+    file names and details may hold ``*``, ``_``, ``[..](..)`` or ``$``, which must not format."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
+
+
 def data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
@@ -51,7 +58,7 @@ def photo_card(name: str, preview: bytes | None, captions: Sequence[tuple[str, s
     image = f'<img src="{data_uri(preview)}" alt="{esc(name)}">' if preview else ""
     best, best_score = captions[0]
     rows = "".join(
-        f'<tr class="beam"><td class="rank">{rank}</td><td class="text">{esc(text) or "<em>(empty)</em>"}</td><td class="score">{esc(score)}</td></tr>'
+        f'<tr class="beam"><td class="rank">{rank}</td><td class="text{"" if text else " empty"}">{esc(text) or "<em>(empty)</em>"}</td><td class="score">{esc(score)}</td></tr>'
         for rank, (text, score) in enumerate(captions, start=1)
     )
     beams = (
@@ -62,7 +69,7 @@ def photo_card(name: str, preview: bytes | None, captions: Sequence[tuple[str, s
     return (
         f'<div class="cap-photo">{image}<div class="text">'
         f'<p class="cap-name">{esc(name)}</p>'
-        f'<p class="cap-best">{esc(best) or "<em>(empty caption)</em>"}</p>'
+        f'<p class="cap-best{"" if best else " empty"}">{esc(best) or "<em>(empty caption: the model ended at once)</em>"}</p>'
         f'<p class="cap-score">score <span class="value">{esc(best_score)}</span></p>'
         f"{beams}</div></div>"
     )

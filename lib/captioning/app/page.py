@@ -17,7 +17,7 @@ import sys
 from captioning.app import resources
 from captioning.app.browse import AnswerIndex
 from captioning.app.caption import format_score
-from captioning.app.cards import STYLE, answer_cards, photo_card, problem_table
+from captioning.app.cards import STYLE, answer_cards, literal, photo_card, problem_table
 from captioning.app.serve import ServeConfig, config_from_argv
 from captioning.app.speech import SpeechError, synthesize, unavailable_reason
 from captioning.data.images import ImageDecodeError
@@ -52,10 +52,11 @@ def photos_view(config: ServeConfig) -> None:
     captioner = resources.image_captioner(config.captioner)
     search = captioner.search
     beams = f"beam search, {search.beam_width} beams" if search.method == "beam" else "greedy search"
-    st.caption(f"Model {config.captioner.model_uri} ({captioner.info.identity}), {captioner.encoder.backbone} features, {beams}.")
+    st.caption(literal(f"Model {config.captioner.model_uri} ({captioner.info.identity}), {captioner.encoder.backbone} features, {beams}."))
+    st.markdown("Drop photos on the box below, or browse for them: each gets the model's caption, the other captions its beam search kept with their scores, and a button that reads the caption aloud.")
     silent = unavailable_reason(config.speech)
     if silent:
-        st.info(f"Read-aloud is off: {silent}.")
+        st.info(literal(f"Read-aloud is off: {silent}."))
     uploads = st.file_uploader(
         "Photos", accept_multiple_files=True, key="photos",
         help=f"Drop photos here or browse for them; JPEG, PNG, WebP, BMP, GIF or TIFF, up to {config.max_upload_mb} MB each.",
@@ -72,7 +73,7 @@ def answer_upload(config: ServeConfig, name: str, size: int, read) -> dict:
     """What the page shows for one upload: its captions and a preview, or a one-line problem."""
     captioner = resources.image_captioner(config.captioner)
     if size > config.max_upload_mb * MB:
-        return {"name": name, "problem": f"{name}: {size / MB:.1f} MB is more than the {config.max_upload_mb} MB a photo may have here; downscale it, or caption it with `captioner caption`"}
+        return {"name": name, "problem": f"{name}: {size / MB:.1f} MB is more than the {config.max_upload_mb} MB a photo may have here; downscale it, or caption it with the captioner caption command"}
     data = read()
     try:
         pixels = captioner.decode(data)
@@ -86,7 +87,7 @@ def show_answer(config: ServeConfig, key: str, answer: dict, silent: str | None)
     import streamlit as st
 
     if "problem" in answer:
-        st.error(answer["problem"])
+        st.error(literal(answer["problem"]))
         return
     st.html(photo_card(answer["name"], answer["preview"], answer["captions"]))
     text = answer["captions"][0][0]
@@ -95,7 +96,7 @@ def show_answer(config: ServeConfig, key: str, answer: dict, silent: str | None)
         try:
             answer["speech"] = synthesize(text, config.speech)
         except SpeechError as error:
-            st.error(f"{answer['name']}: cannot read the caption aloud: {error}")
+            st.error(literal(f"{answer['name']}: cannot read the caption aloud: {error}"))
     if answer.get("speech"):
         st.audio(answer["speech"], format="audio/wav", autoplay=True)
 
@@ -110,10 +111,10 @@ def browse_view(config: ServeConfig) -> None:
     reload = st.button("Reload", key="reload", help="read the output again, with the runs finished since")
     index = resources.answer_index(browse, reload=reload)
     counts = ", ".join(f"{count:,} {status}" for status, count in sorted(index.counts.items()))
-    st.caption(
+    st.caption(literal(
         f"{browse.output_uri}: {index.objects:,} objects ({counts or 'none yet'}) from {index.runs} runs, latest {index.latest_run or '-'}; "
         f"read in {index.load_seconds:.1f} s."
-    )
+    ))
     view = st.radio("Show", ["Captioned", "Errors and skipped"], horizontal=True, key="view", label_visibility="collapsed")
     if view == "Captioned":
         captioned_view(index)
@@ -127,7 +128,7 @@ def captioned_view(index: AnswerIndex) -> None:
     query = st.text_input("Words in the caption", key="query", placeholder="dog beach")
     selection = index.search(query)
     page = selection.page(pager("captioned", query, selection.pages))
-    matching = f" with every word of “{query.strip()}”" if query.strip() else ""
+    matching = literal(f" with every word of “{query.strip()}”") if query.strip() else ""
     st.markdown(f"**{page.total:,}** captioned objects{matching}; page {page.number} of {page.pages}.")
     if page.rows:
         st.html(answer_cards(page.rows, index.thumbnails(page.rows)))
@@ -160,7 +161,7 @@ def pager(name: str, selection: str, pages: int) -> int:
     def step(delta: int) -> None:
         st.session_state[key] = min(max(1, st.session_state[key] + delta), pages)
 
-    left, middle, right = st.columns([1, 2, 1])
+    left, middle, right, _ = st.columns([1, 1, 1, 3], vertical_alignment="center")
     left.button("Previous page", key=f"{key}-previous", on_click=step, args=(-1,), disabled=st.session_state[key] <= 1)
     middle.number_input("Page", min_value=1, max_value=pages, step=1, key=key, label_visibility="collapsed")
     right.button("Next page", key=f"{key}-next", on_click=step, args=(1,), disabled=st.session_state[key] >= pages)

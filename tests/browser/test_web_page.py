@@ -1,0 +1,214 @@
+"""`captioner serve` in headless Chromium: photos captioned as `captioner caption` does, read aloud, bad
+uploads answered on the page, and a caption-images output browsed and searched."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from captioning.app.browse import AnswerIndex, BrowseConfig
+from captioning.pipeline import caption_images
+from captioning.store.bulk_output import BulkOutput, latest_answers
+from tests.spark.images_kit import huge_png_header, make_image_folder
+
+from .conftest import REPO, Server, server_env, settle
+
+UPLOAD = '[data-testid="stFileUploaderDropzoneInput"]'
+ALERT = '[data-testid="stAlert"]'
+PAGE_SIZE = 4
+# Fetch the audio the page received and decode it as the browser plays it.
+AUDIO_JS = """async (src) => {
+  const data = await (await fetch(src)).arrayBuffer();
+  const audio = await new OfflineAudioContext(1, 1, 22050).decodeAudioData(data);
+  const samples = audio.getChannelData(0);
+  let peak = 0, nonzero = 0;
+  for (const s of samples) { peak = Math.max(peak, Math.abs(s)); if (s !== 0) nonzero++; }
+  return {duration: audio.duration, peak: peak, nonzero: nonzero};
+}"""
+
+
+@pytest.fixture(scope="module")
+def printed(sample_dataset, speaking_model) -> dict[str, list[tuple[str, str]]]:
+    """What `captioner caption --beams 3` prints for a dozen sample images (the page shows the
+    three beams of the same search): {file name: [(caption, score text), ...]}, best first."""
+    _, summary = sample_dataset
+    paths = [os.path.join(summary.images_uri, name) for name in sorted(os.listdir(summary.images_uri))[:12]]
+    done = subprocess.run(
+        [sys.executable, "-m", "captioning.cli", "caption", *paths, "--model", speaking_model, "--beams", "3"],
+        capture_output=True, text=True, timeout=900, cwd=REPO, env=server_env(),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    captions: dict[str, list[tuple[str, str]]] = {}
+    for line in done.stdout.splitlines():
+        image, score, text = line.split("\t")
+        captions.setdefault(image, []).append((text, score))
+    return captions
+
+
+@pytest.fixture(scope="module")
+def photos(printed) -> list[str]:
+    """Two images whose best caption has words (a small model may end a caption at once)."""
+    worded = [path for path, captions in printed.items() if captions[0][0]]
+    assert len(worded) >= 2, f"the test model gave words to fewer than two of {len(printed)} images: {printed}"
+    return worded[:2]
+
+
+@pytest.fixture(scope="module")
+def bulk_output(spark, speaking_model, sample_dataset, tmp_path_factory) -> str:
+    """A real caption-images output of two runs: a folder with broken files, then a new and a changed image."""
+    _, summary = sample_dataset
+    folder = str(tmp_path_factory.mktemp("bucket") / "photos")
+    make_image_folder(folder, summary.images_uri, good=9)
+    output = str(tmp_path_factory.mktemp("captions") / "out")
+    args = ["--input", folder, "--model", speaking_model, "--output", output, "--batch-size", "8", "--images-per-partition", "8", "--gallery-cards", "0"]
+    assert caption_images.main(args, spark=spark) == 0
+    names = sorted(os.listdir(summary.images_uri))
+    shutil.copy(os.path.join(summary.images_uri, names[20]), os.path.join(folder, "new.jpg"))
+    shutil.copy(os.path.join(summary.images_uri, names[21]), os.path.join(folder, names[1]))  # changed content, same name
+    assert caption_images.main(args, spark=spark) == 0
+    return output
+
+
+@pytest.fixture(scope="module")
+def server(speaking_model, bulk_output, tmp_path_factory):
+    running = Server(["--model", speaking_model, "--results", bulk_output, "--page-size", str(PAGE_SIZE)], tmp_path_factory.mktemp("server") / "serve.log", server_env())
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def page(browser_context, server):
+    tab = browser_context.new_page()
+    tab.goto(server.url)
+    tab.wait_for_selector(UPLOAD, state="attached")
+    yield tab
+    tab.close()
+
+
+def shown_captions(page, count: int) -> dict[str, list[tuple[str, str]]]:
+    """{file name: [(caption, score text), ...]} of the first ``count`` photo boxes, best first."""
+    shown = {}
+    for number in range(count):
+        box = page.locator(f".st-key-photo-{number}")
+        box.locator(".cap-best").wait_for()
+        rows = box.locator("tr.beam")
+        captions = []
+        for row in range(rows.count()):
+            text = rows.nth(row).locator("td.text")
+            empty = "empty" in (text.get_attribute("class") or "")
+            captions.append(("" if empty else text.inner_text(), rows.nth(row).locator("td.score").inner_text()))
+        shown[box.locator(".cap-name").inner_text()] = captions
+    return shown
+
+
+def test_photos_get_the_captions_the_command_line_prints(page, photos, printed):
+    page.set_input_files(UPLOAD, photos)
+    shown = shown_captions(page, 2)
+    assert sorted(shown) == sorted(os.path.basename(p) for p in photos)
+    assert all(len(captions) == 3 for captions in shown.values())
+    assert shown == {os.path.basename(path): printed[path] for path in photos}
+    assert page.locator(".st-key-photo-0 .cap-photo img").count() == 1  # the photo is shown beside its caption
+
+
+def test_read_aloud_plays_speech_and_the_page_is_kept_as_a_screenshot(page, photos, artifacts, espeak_ng):
+    page.set_input_files(UPLOAD, photos)
+    shown_captions(page, 2)
+    box = page.locator(".st-key-photo-0")
+    box.get_by_role("button", name="Read aloud").click()
+    audio = box.locator("audio")
+    audio.wait_for(state="attached")
+    heard = page.evaluate(AUDIO_JS, audio.get_attribute("src"))
+    assert heard["duration"] > 0.3 and heard["nonzero"] > 1000 and heard["peak"] > 0.05, heard
+    shot = os.path.join(artifacts, "web-page-photos.png")
+    page.screenshot(path=shot, full_page=True)
+    with Image.open(shot) as image:
+        assert image.format == "PNG" and image.size[0] == 1280
+        assert len(image.convert("RGB").getcolors(maxcolors=1_000_000) or range(1_000_001)) > 200  # photos and text, not a blank page
+
+
+def test_bad_uploads_get_a_message_and_the_server_keeps_serving(page, photos, tmp_path, server):
+    good = open(photos[0], "rb").read()
+    bad = {
+        "notes.txt": (b"a shopping list, not a photo\n", "notes.txt: not_an_image"),
+        "cut.jpg": (good[: len(good) // 3], "cut.jpg: truncated"),
+        "bomb.png": (huge_png_header(), "bomb.png: too_large"),
+        "huge.jpg": (good + b"\0" * (50 * 1024 * 1024), "huge.jpg: 50.0 MB is more than the 20 MB"),
+    }
+    for name, (data, _) in bad.items():
+        (tmp_path / name).write_bytes(data)
+    page.set_input_files(UPLOAD, [str(tmp_path / name) for name in bad] + [photos[1]])
+    page.locator(".st-key-photo-4 .cap-best").wait_for()  # the good photo after the four bad ones
+    messages = [page.locator(f".st-key-photo-{n} {ALERT}").inner_text() for n in range(4)]
+    for message, (_, expected) in zip(messages, bad.values()):
+        assert message.startswith(expected), message
+        assert "Traceback" not in message and len(message.splitlines()) == 1
+    assert server.alive()
+    again = page.context.new_page()  # a new visitor is still served
+    again.goto(server.url)
+    again.set_input_files(UPLOAD, photos[:1])
+    again.locator(".st-key-photo-0 .cap-best").wait_for()
+    again.close()
+
+
+def test_browse_every_object_of_an_output_with_search_pages_and_errors(browser_context, server, bulk_output, artifacts):
+    answers = latest_answers(BulkOutput(bulk_output))
+    index = AnswerIndex(BrowseConfig(bulk_output, page_size=PAGE_SIZE))
+    assert index.runs == 2
+    tab = browser_context.new_page()
+    tab.goto(server.url)
+    tab.get_by_role("tab", name="Browse captions").click()
+    tab.locator("li.cap-card img").first.wait_for()
+    settle(tab)
+    summary = tab.get_by_text(re.compile(r"objects \(.*\) from 2 runs")).inner_text()
+    assert f"{len(answers):,} objects" in summary
+    total = lambda: int(tab.get_by_text(re.compile(r"captioned objects")).inner_text().split()[0].replace(",", ""))  # noqa: E731
+    assert total() == (answers.status == "ok").sum()
+    cards = tab.locator("li.cap-card")
+    assert cards.count() == PAGE_SIZE and tab.locator("li.cap-card img").count() == PAGE_SIZE  # thumbnails of the page
+    first = cards.nth(0).locator("p.uri").inner_text()
+    tab.get_by_role("button", name="Next page").click()
+    tab.wait_for_function(f"document.querySelector('li.cap-card p.uri').textContent !== {first!r}")
+    settle(tab)
+    assert cards.count() == min(PAGE_SIZE, total() - PAGE_SIZE)
+    word = max(index.captioned.caption.str.split().explode().dropna(), key=lambda w: (0 < index.search(w).total < total(), len(w)))
+    tab.get_by_label("Words in the caption").fill(word)
+    tab.get_by_label("Words in the caption").press("Enter")
+    tab.wait_for_function(f"document.body.innerText.includes('every word of “{word}”')")
+    settle(tab)
+    assert total() == index.search(word).total
+    shown = [c.inner_text() for c in tab.locator("li.cap-card p.caption").all()]
+    assert shown and all(re.search(rf"\b{re.escape(word)}\b", caption) for caption in shown)
+    tab.screenshot(path=os.path.join(artifacts, "web-page-browse.png"), full_page=True)
+    tab.get_by_text("Errors and skipped").click()
+    tab.locator("tr.problem").first.wait_for()
+    settle(tab)
+    reasons = [r.inner_text() for r in tab.locator("tr.problem td.reason").all()]
+    assert len(reasons) == min(PAGE_SIZE, len(index.problems)) and set(reasons) <= {"empty", "truncated", "not_an_image", "too_large", "not_an_image_name"}
+    tab.close()
+
+
+def test_without_a_speech_engine_the_button_says_so(speaking_model, photos, browser_context, tmp_path):
+    bare = str(tmp_path / "bin")  # a PATH without espeak-ng
+    os.makedirs(bare)
+    running = Server(["--model", speaking_model], tmp_path / "serve.log", server_env(PATH=bare))
+    try:
+        running.wait_ready()
+        tab = browser_context.new_page()
+        tab.goto(running.url)
+        assert tab.get_by_role("tab").count() == 0  # photos only: no browse tab without --results
+        tab.set_input_files(UPLOAD, photos[:1])
+        tab.locator(".st-key-photo-0 .cap-best").wait_for()
+        button = tab.locator(".st-key-photo-0").get_by_role("button", name=re.compile("Read aloud"))
+        assert "no speech engine" in button.inner_text() and button.is_disabled()
+        assert "apt-get install espeak-ng" in tab.locator(ALERT).first.inner_text()
+        tab.close()
+    finally:
+        running.stop()
