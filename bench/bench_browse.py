@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -184,7 +185,7 @@ def through_the_page(output: str, page_size: int, workdir: str) -> dict:
             box.press("Enter")
             page.wait_for_function(f"document.body.innerText.includes('every word of “{QUERY}”') && document.querySelectorAll('li.cap-card img').length > 0")
             filtered = time.perf_counter() - t0
-            shown = page.get_by_text("captioned objects with every word").inner_text()
+            shown = page.get_by_text(re.compile("captioned objects? with every word")).inner_text()
             first = page.locator("li.cap-card p.uri").first.inner_text()
             t0 = time.perf_counter()
             page.get_by_role("button", name="Next page").click()

@@ -112,7 +112,7 @@ def browse_view(config: ServeConfig) -> None:
     index = resources.answer_index(browse, reload=reload)
     counts = ", ".join(f"{count:,} {status}" for status, count in sorted(index.counts.items()))
     st.caption(literal(
-        f"{browse.output_uri}: {index.objects:,} objects ({counts or 'none yet'}) from {index.runs} runs, latest {index.latest_run or '-'}; "
+        f"{browse.output_uri}: {index.objects:,} objects ({counts or 'none yet'}) from {index.runs} {'run' if index.runs == 1 else 'runs'}, latest {index.latest_run or '-'}; "
         f"read in {index.load_seconds:.1f} s."
     ))
     view = st.radio("Show", ["Captioned", "Errors and skipped"], horizontal=True, key="view", label_visibility="collapsed")
@@ -129,7 +129,7 @@ def captioned_view(index: AnswerIndex) -> None:
     selection = index.search(query)
     page = selection.page(pager("captioned", query, selection.pages))
     matching = literal(f" with every word of “{query.strip()}”") if query.strip() else ""
-    st.markdown(f"**{page.total:,}** captioned objects{matching}; page {page.number} of {page.pages}.")
+    st.markdown(f"**{page.total:,}** captioned {'object' if page.total == 1 else 'objects'}{matching}; page {page.number} of {page.pages}.")
     if page.rows:
         st.html(answer_cards(page.rows, index.thumbnails(page.rows)))
 
@@ -143,7 +143,7 @@ def errors_view(index: AnswerIndex) -> None:
     reason = None if chosen == everything else chosen.rsplit(" (", 1)[0]
     selection = index.errors(reason)
     page = selection.page(pager("errors", chosen, selection.pages))
-    st.markdown(f"**{page.total:,}** objects without a caption; page {page.number} of {page.pages}.")
+    st.markdown(f"**{page.total:,}** {'object' if page.total == 1 else 'objects'} without a caption; page {page.number} of {page.pages}.")
     if page.rows:
         st.html(problem_table(page.rows))
 
