@@ -17,11 +17,15 @@ numbers of docs/benchmarks.md) and beam search of width ``--beam-width`` (3):
   search functions). The server does the same before it serves; its own report of both
   is printed too.
 * one image in process (the ceiling): read the file, decode it, CNN, beam search;
-  ``--repeats`` different images, after the first.
 * one image through the page: ``captioner serve --model`` in its own process, driven by
   headless Chromium (Playwright, /usr/bin/chromium); each request is a new browser tab
   (a new session) that uploads one image, timed from handing the file to the upload box
-  until its caption is shown. The first request is reported apart; the others after it.
+  until its caption is shown; the server's own time for the same work (read, decode,
+  caption) is taken from its log. The first request is reported apart.
+
+``--repeats`` different images of each kind, each captioned in process and then through
+the page, one after the other, so that both see the same machine (on a shared machine
+the load changes from minute to minute).
 
 Two kinds of images: the sample dataset's 320x240 JPEGs and generated 12-megapixel
 JPEGs (4000x3000, the size of a phone photo), which cost more to upload and decode.
@@ -93,26 +97,27 @@ def image_sets(args: argparse.Namespace, count: int) -> dict[str, list[str]]:
     return {"320x240 sample": paths, "4000x3000 photo": photos}
 
 
-def in_process(model: str, beam_width: int, images: dict[str, list[str]]) -> dict:
+def load_model(model: str, beam_width: int):
+    """(captioner, timings): TensorFlow import, build, first caption, all in this process."""
     _, import_s = lib.timed(lambda: __import__("tensorflow"))
     from captioning.model.image_captioner import ImageCaptioner, ImageCaptionerConfig
     from captioning.model.search.config import SearchConfig
-    from captioning.store import storage
 
     captioner = ImageCaptioner(ImageCaptionerConfig(model_uri=model, search=SearchConfig(beam_width=beam_width, results=beam_width)))
     first = captioner.warm_up()
-    out = {"import_tensorflow_s": import_s, "build_s": captioner.load_seconds, "first_caption_s": first, "backbone": captioner.encoder.backbone, "per_image": {}}
-    for kind, paths in images.items():
-        captioner.caption([captioner.decode(storage.read_bytes(paths[0]))])  # first of its size
-        times = [lib.timed(lambda p=path: captioner.caption([captioner.decode(storage.read_bytes(p))]))[1] for path in paths[1:]]
-        out["per_image"][kind] = times
-    return out
+    return captioner, {"import_tensorflow_s": import_s, "build_s": captioner.load_seconds, "first_caption_s": first, "backbone": captioner.encoder.backbone}
 
 
-def through_the_page(model: str, beam_width: int, images: dict[str, list[str]], workdir: str) -> dict:
+def side_by_side(captioner, model: str, beam_width: int, images: dict[str, list[str]], workdir: str) -> dict:
+    """Each image captioned in this process, then uploaded to the page, one after the other,
+    so both see the same machine; the server's own compute time is read from its log."""
     from playwright.sync_api import sync_playwright
 
     import bench_browse
+    from captioning.store import storage
+
+    def in_process(path: str) -> float:
+        return lib.timed(lambda: captioner.caption([captioner.decode(storage.read_bytes(path))]))[1]
 
     port = bench_browse.free_port()
     log_path = os.path.join(workdir, "serve.log")
@@ -138,14 +143,27 @@ def through_the_page(model: str, beam_width: int, images: dict[str, list[str]], 
 
                 first_kind = next(iter(images))
                 first = request(images[first_kind][0])
-                per_image = {kind: [request(path) for path in (paths[1:] if kind == first_kind else paths)] for kind, paths in images.items()}
+                mine: dict[str, list[float]] = {}
+                page: dict[str, list[float]] = {}
+                for kind, paths in images.items():
+                    in_process(paths[0])  # the first of its size in this process too
+                    for path in paths[1:]:
+                        mine.setdefault(kind, []).append(in_process(path))
+                        page.setdefault(kind, []).append(request(path))
                 context.close()
         finally:
             server.terminate()
             server.wait(timeout=60)
     with open(log_path, encoding="utf-8", errors="replace") as handle:
-        said = [line.strip() for line in handle if line.startswith("model ")]
-    return {"server_ready_s": ready, "first_request_s": first, "per_image": per_image, "server_says": said}
+        lines = handle.read().splitlines()
+    said = [line.strip() for line in lines if line.startswith("model ")]
+    computed = [float(line.rsplit(" captioned in ", 1)[1].split()[0]) for line in lines if " captioned in " in line]
+    server_side = {}
+    position = 1  # after the first request
+    for kind in images:
+        server_side[kind] = computed[position : position + len(page[kind])]
+        position += len(page[kind])
+    return {"server_ready_s": ready, "first_request_s": first, "in_process": mine, "page": page, "server_side": server_side, "server_says": said}
 
 
 def p90(values: list[float]) -> float:
@@ -161,30 +179,34 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or train_small_model(args)
     images = image_sets(args, args.repeats + 1)
     machine = lib.machine_info(with_tensorflow=False)
-    lib.note(f"in process: load, then {args.repeats} images of each kind")
-    local = in_process(model, args.beam_width, images)
-    lib.note("through the server and Chromium")
-    served = through_the_page(model, args.beam_width, images, os.path.abspath(args.workdir))
+    lib.note("model load in this process")
+    captioner, load = load_model(model, args.beam_width)
+    lib.note(f"{args.repeats} images of each kind, in this process and through the server and Chromium, alternately")
+    measured = side_by_side(captioner, model, args.beam_width, images, os.path.abspath(args.workdir))
     machine.update(lib.machine_info(with_tensorflow=True))
     machine["load_average_end"] = lib.load_average()
-    lines = [f"model {model} ({local['backbone']}), beam {args.beam_width}; {machine['cpus']} CPUs, GPUs {machine.get('gpus') or 'none'}, load {machine['load_average_1_5_15']} -> {machine['load_average_end']}", ""]
+    lines = [f"model {model} ({load['backbone']}), beam {args.beam_width}; {machine['cpus']} CPUs, GPUs {machine.get('gpus') or 'none'}, load {machine['load_average_1_5_15']} -> {machine['load_average_end']}", ""]
     lines += [
-        "model load                                            seconds",
-        f"  import TensorFlow                                   {local['import_tensorflow_s']:7.2f}",
-        f"  read the model, build {local['backbone']} and the decoder      {local['build_s']:7.2f}",
-        f"  first caption (tracing)                             {local['first_caption_s']:7.2f}",
-        f"  server start until it answers (all of the above)   {served['server_ready_s']:7.2f}",
-        f"  the server's own report: {'; '.join(served['server_says'])}",
-        f"  first request through the page                      {served['first_request_s']:7.2f}",
+        "model load                                              seconds",
+        f"  import TensorFlow                                     {load['import_tensorflow_s']:7.2f}",
+        f"  read the model, build {load['backbone']} and the decoder      {load['build_s']:7.2f}",
+        f"  first caption (tracing the compiled functions)        {load['first_caption_s']:7.2f}",
+        f"  server start until it answers (all of the above)     {measured['server_ready_s']:7.2f}",
+        f"  the server's own report: {'; '.join(measured['server_says'])}",
+        f"  first request through the page                        {measured['first_request_s']:7.2f}",
         "",
-        f"one image, after the first ({args.repeats} each)     in process median / p90    page median / p90    page / in process",
+        f"one image, after the first ({args.repeats} each; median / p90 s)   in process     server's compute    upload to caption   page / in process",
     ]
-    result = {"machine": machine, "model": model, "beam_width": args.beam_width, "in_process": local, "served": served, "summary": {}}
+    result = {"machine": machine, "model": model, "beam_width": args.beam_width, "load": load, "measured": measured, "summary": {}}
     for kind in images:
-        mine, page = local["per_image"][kind], served["per_image"][kind]
+        mine, server_side, page = measured["in_process"][kind], measured["server_side"][kind], measured["page"][kind]
         ratio = statistics.median(page) / statistics.median(mine)
-        result["summary"][kind] = {"in_process_median_s": statistics.median(mine), "in_process_p90_s": p90(mine), "page_median_s": statistics.median(page), "page_p90_s": p90(page), "ratio": ratio}
-        lines.append(f"  {kind:<18}                          {statistics.median(mine):6.2f} / {p90(mine):5.2f}            {statistics.median(page):6.2f} / {p90(page):5.2f}         {ratio:5.2f}")
+        result["summary"][kind] = {
+            "in_process_median_s": statistics.median(mine), "in_process_p90_s": p90(mine), "server_compute_median_s": statistics.median(server_side) if server_side else None,
+            "page_median_s": statistics.median(page), "page_p90_s": p90(page), "ratio": ratio,
+        }
+        compute = f"{statistics.median(server_side):5.2f} / {p90(server_side):5.2f}" if server_side else "    -"
+        lines.append(f"  {kind:<18}                                   {statistics.median(mine):5.2f} / {p90(mine):5.2f}   {compute}       {statistics.median(page):5.2f} / {p90(page):5.2f}      {ratio:6.2f}")
     return lib.print_report("\n".join(lines), result, args.json_out)
 
 

@@ -2,6 +2,7 @@
 uploads answered on the page, and a caption-images output browsed and searched."""
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -21,6 +22,16 @@ from .conftest import REPO, Server, server_env, settle
 UPLOAD = '[data-testid="stFileUploaderDropzoneInput"]'
 ALERT = '[data-testid="stAlert"]'
 PAGE_SIZE = 4
+# A drag-and-drop of one file onto the upload box, with the events a browser sends.
+DROP_JS = """({name, data}) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, {type: "image/jpeg"}));
+  const zone = document.querySelector('[data-testid="stFileUploaderDropzone"]');
+  for (const type of ["dragenter", "dragover", "drop"]) {
+    zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: transfer}));
+  }
+}"""
 # Fetch the audio the page received and decode it as the browser plays it.
 AUDIO_JS = """async (src) => {
   const data = await (await fetch(src)).arrayBuffer();
@@ -156,6 +167,16 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(page, photos, tm
     again.set_input_files(UPLOAD, photos[:1])
     again.locator(".st-key-photo-0 .cap-best").wait_for()
     again.close()
+    assert server.log().count("loading model") == 1  # once per server process, whatever the visitors do
+
+
+def test_a_dropped_photo_is_captioned(page, photos, printed):
+    """Dropping a file on the upload box, as a person drags one from their desktop."""
+    with open(photos[0], "rb") as handle:
+        data = base64.b64encode(handle.read()).decode("ascii")
+    page.evaluate(DROP_JS, {"name": os.path.basename(photos[0]), "data": data})
+    page.locator(".st-key-photo-0 .cap-best").wait_for()
+    assert shown_captions(page, 1) == {os.path.basename(photos[0]): printed[photos[0]]}
 
 
 def test_browse_every_object_of_an_output_with_search_pages_and_errors(browser_context, server, bulk_output, artifacts):

@@ -82,3 +82,19 @@ def test_a_missing_model_is_one_error_line(photos, tmp_path, capsys):
     status, out, err = run_caption(capsys, folder, "--model", str(tmp_path / "no-model"))
     assert status == 2 and out == ""
     assert err.startswith("error: ") and "not a model directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_s3_objects_and_prefixes_get_the_local_captions(pipeline, photos, bulk_rows, s3_bucket, capsys):
+    from captioning.store import storage
+
+    folder, expected = photos
+    good = sorted(name for name, reason in expected.items() if reason is None)[:2]
+    for name in good:
+        storage.write_bytes(f"{s3_bucket}/in/{os.path.basename(name)}", storage.read_bytes(os.path.join(folder, name)))
+    status, out, err = run_caption(capsys, f"{s3_bucket}/in/", f"{s3_bucket}/in/missing.jpg", "--model", pipeline["model"], "--json")
+    answers = {a["image"]: a for a in json.loads(out)["images"]}
+    assert status == 1 and "missing.jpg: not found" in err
+    for name in good:
+        answer = answers[f"{s3_bucket}/in/{os.path.basename(name)}"]
+        assert answer["captions"][0]["caption"] == bulk_rows.loc[os.path.join(folder, name)].caption
+    assert answers[f"{s3_bucket}/in/missing.jpg"]["error"] == "unreadable"

@@ -12,7 +12,9 @@ to do, and the server goes on serving.
 """
 from __future__ import annotations
 
+import logging
 import sys
+import time
 
 from captioning.app import resources
 from captioning.app.browse import AnswerIndex
@@ -23,6 +25,7 @@ from captioning.app.speech import SpeechError, synthesize, unavailable_reason
 from captioning.data.images import ImageDecodeError
 from captioning.report.gallery import thumbnail
 
+LOG = logging.getLogger("serve")
 MB = 1024 * 1024
 PREVIEW_SIDE = 480  # pixels of the photo shown next to its caption
 
@@ -74,12 +77,15 @@ def answer_upload(config: ServeConfig, name: str, size: int, read) -> dict:
     captioner = resources.image_captioner(config.captioner)
     if size > config.max_upload_mb * MB:
         return {"name": name, "problem": f"{name}: {size / MB:.1f} MB is more than the {config.max_upload_mb} MB a photo may have here; downscale it, or caption it with the captioner caption command"}
+    started = time.perf_counter()
     data = read()
     try:
         pixels = captioner.decode(data)
     except ImageDecodeError as error:
+        LOG.info("upload %s refused: %s", name, error.reason)
         return {"name": name, "problem": f"{name}: {error}"}
     captions = captioner.caption([pixels])[0]
+    LOG.info("upload %s (%d bytes) captioned in %.2f s", name, size, time.perf_counter() - started)
     return {"name": name, "captions": [(c.text, format_score(c.score)) for c in captions], "preview": thumbnail(data, max_side=PREVIEW_SIDE)}
 
 

@@ -9,11 +9,13 @@ same thing twice.
 """
 from __future__ import annotations
 
+import logging
 import threading
 
 from captioning.app.browse import AnswerIndex, BrowseConfig
 from captioning.model.image_captioner import ImageCaptioner, ImageCaptionerConfig
 
+LOG = logging.getLogger("serve")
 _lock = threading.Lock()
 _captioners: dict[ImageCaptionerConfig, ImageCaptioner] = {}
 _indexes: dict[BrowseConfig, AnswerIndex] = {}
@@ -24,6 +26,7 @@ def image_captioner(config: ImageCaptionerConfig) -> ImageCaptioner:
     with _lock:
         captioner = _captioners.get(config)
         if captioner is None:
+            LOG.info("loading model %s", config.model_uri)
             captioner = ImageCaptioner(config)
             captioner.warm_up()
             _captioners[config] = captioner
