@@ -22,7 +22,7 @@ from captioning.app.caption import format_score
 from captioning.app.cards import STYLE, answer_cards, literal, photo_card, problem_table
 from captioning.app.serve import ServeConfig, config_from_argv
 from captioning.app.speech import SpeechError, synthesize, unavailable_reason
-from captioning.data.images import ImageDecodeError
+from captioning.data.images import ImageDecodeError, accepted_formats
 from captioning.report.gallery import thumbnail
 
 LOG = logging.getLogger("serve")
@@ -62,7 +62,7 @@ def photos_view(config: ServeConfig) -> None:
         st.info(literal(f"Read-aloud is off: {silent}."))
     uploads = st.file_uploader(
         "Photos", accept_multiple_files=True, key="photos",
-        help=f"Drop photos here or browse for them; JPEG, PNG, WebP, BMP, GIF or TIFF, up to {config.max_upload_mb} MB each.",
+        help=f"Drop photos here or browse for them; {', '.join(accepted_formats(config.captioner.decode))}, up to {config.max_upload_mb} MB each.",
     )
     answers = st.session_state.setdefault("answers", {})
     for number, upload in enumerate(uploads or []):
