@@ -78,3 +78,66 @@ def pipeline(spark, sample_dataset, tmp_path_factory):
 
 
 SMALL_MODEL = ["--units", "32", "--hidden-units", "64", "--embedding-dim", "16", "--batch-size", "32"]
+
+
+@pytest.fixture(scope="session")
+def speaking_model(spark, pipeline, tmp_path_factory) -> str:
+    """A model that says words: the shared small model's data, trained longer and faster.
+
+    The shared model is trained for two epochs, after which it often ends a caption at
+    once; an empty caption cannot be read aloud, and three beams of nothing cannot be told
+    apart. The features are reused, so this is the training alone (seconds).
+    """
+    from captioning.pipeline import train_decoder
+
+    model = str(tmp_path_factory.mktemp("speaking") / "model")
+    args = ["--captions", pipeline["prepared"], "--features", pipeline["features"], "--output", model, *SMALL_MODEL, "--epochs", "12", "--learning-rate", "0.01", "--patience", "100"]
+    assert train_decoder.main(args, spark=spark) == 0
+    return model
+
+
+@pytest.fixture(scope="session")
+def captioned_bucket(spark, speaking_model, sample_dataset, tmp_path_factory) -> dict:
+    """A folder of good, broken and odd images captioned by caption-images with its default
+    search (beam 3) in two runs: the second after a new image is added and one is replaced
+    by another picture under the same name. ``folder``, ``output``, and ``expected``
+    ({relative path: error reason or None} of the image names there now).
+
+    `captioner caption` is compared with it (tests/spark), and the browser browses it.
+    """
+    import shutil
+
+    from captioning.pipeline import caption_images
+    from tests.spark.images_kit import make_image_folder
+
+    _, summary = sample_dataset
+    folder = str(tmp_path_factory.mktemp("bucket") / "photos")
+    expected = make_image_folder(folder, summary.images_uri, good=9)
+    output = str(tmp_path_factory.mktemp("captions") / "out")
+    args = ["--input", folder, "--model", speaking_model, "--output", output, "--batch-size", "8", "--images-per-partition", "8", "--gallery-cards", "0"]
+    assert caption_images.main(args, spark=spark) == 0
+    names = sorted(os.listdir(summary.images_uri))
+    shutil.copy(os.path.join(summary.images_uri, names[20]), os.path.join(folder, "new.jpg"))
+    shutil.copy(os.path.join(summary.images_uri, names[21]), os.path.join(folder, names[1]))  # changed content, same name
+    assert caption_images.main(args, spark=spark) == 0
+    return {"folder": folder, "output": output, "expected": {**expected, "new.jpg": None}}
+
+
+@pytest.fixture(scope="session")
+def one_load_per_search():
+    """`captioner caption` run in this process (caption.main) builds its model once per
+    search setting for the whole session instead of once per call: the same object the
+    command builds, kept (building ResNet50 and tracing the search cost seconds each)."""
+    from captioning.app import caption
+
+    built = {}
+    real = caption.ImageCaptioner
+
+    def shared(config):
+        if config not in built:
+            built[config] = real(config)
+        return built[config]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(caption, "ImageCaptioner", shared)
+        yield

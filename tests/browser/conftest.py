@@ -1,7 +1,8 @@
 """The web page of ``captioner serve`` in a real browser: a server process and headless Chromium.
 
 The server is the real command (``python -m captioning.cli serve``) in its own process,
-with the small model the Spark tests train (``pipeline``, tests/conftest.py). Chromium is
+with the small model and the caption-images output the Spark tests share
+(``speaking_model``, ``captioned_bucket``: tests/conftest.py). Chromium is
 Debian's (/usr/bin/chromium), driven by Playwright's Python package through
 ``executable_path``: Playwright's own browser builds are never downloaded. Each browser
 gets a fresh profile folder and flags that keep it from contacting any server but ours.
@@ -102,23 +103,6 @@ def server_env(**changes: str) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.update(changes)
     return env
-
-
-@pytest.fixture(scope="session")
-def speaking_model(spark, pipeline, tmp_path_factory) -> str:
-    """A model that says words: the shared small model's data, trained longer and faster.
-
-    The shared model is trained for two epochs, after which it often ends a caption at
-    once; an empty caption cannot be read aloud. The features are reused, so this is the
-    training alone (seconds).
-    """
-    from captioning.pipeline import train_decoder
-    from tests.conftest import SMALL_MODEL
-
-    model = str(tmp_path_factory.mktemp("speaking") / "model")
-    args = ["--captions", pipeline["prepared"], "--features", pipeline["features"], "--output", model, *SMALL_MODEL, "--epochs", "12", "--learning-rate", "0.01", "--patience", "100"]
-    assert train_decoder.main(args, spark=spark) == 0
-    return model
 
 
 @pytest.fixture(scope="session")

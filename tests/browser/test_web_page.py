@@ -3,21 +3,20 @@ uploads answered on the page, and a caption-images output browsed and searched."
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import os
 import re
-import shutil
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
+from captioning.app import caption
 from captioning.app.browse import AnswerIndex, BrowseConfig
-from captioning.pipeline import caption_images
 from captioning.store.bulk_output import BulkOutput, latest_answers
-from tests.spark.images_kit import huge_png_header, make_image_folder
+from tests.spark.images_kit import huge_png_header
 
-from .conftest import REPO, Server, server_env, settle
+from .conftest import Server, server_env, settle
 
 UPLOAD = '[data-testid="stFileUploaderDropzoneInput"]'
 ALERT = '[data-testid="stAlert"]'
@@ -44,18 +43,16 @@ AUDIO_JS = """async (src) => {
 
 
 @pytest.fixture(scope="module")
-def printed(sample_dataset, speaking_model) -> dict[str, list[tuple[str, str]]]:
+def printed(sample_dataset, speaking_model, one_load_per_search) -> dict[str, list[tuple[str, str]]]:
     """What `captioner caption --beams 3` prints for a dozen sample images (the page shows the
     three beams of the same search): {file name: [(caption, score text), ...]}, best first."""
     _, summary = sample_dataset
     paths = [os.path.join(summary.images_uri, name) for name in sorted(os.listdir(summary.images_uri))[:12]]
-    done = subprocess.run(
-        [sys.executable, "-m", "captioning.cli", "caption", *paths, "--model", speaking_model, "--beams", "3"],
-        capture_output=True, text=True, timeout=900, cwd=REPO, env=server_env(),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert caption.main([*paths, "--model", speaking_model, "--beams", "3"]) == 0
     captions: dict[str, list[tuple[str, str]]] = {}
-    for line in done.stdout.splitlines():
+    for line in out.getvalue().splitlines():
         image, score, text = line.split("\t")
         captions.setdefault(image, []).append((text, score))
     return captions
@@ -70,19 +67,9 @@ def photos(printed) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def bulk_output(spark, speaking_model, sample_dataset, tmp_path_factory) -> str:
+def bulk_output(captioned_bucket) -> str:
     """A real caption-images output of two runs: a folder with broken files, then a new and a changed image."""
-    _, summary = sample_dataset
-    folder = str(tmp_path_factory.mktemp("bucket") / "photos")
-    make_image_folder(folder, summary.images_uri, good=9)
-    output = str(tmp_path_factory.mktemp("captions") / "out")
-    args = ["--input", folder, "--model", speaking_model, "--output", output, "--batch-size", "8", "--images-per-partition", "8", "--gallery-cards", "0"]
-    assert caption_images.main(args, spark=spark) == 0
-    names = sorted(os.listdir(summary.images_uri))
-    shutil.copy(os.path.join(summary.images_uri, names[20]), os.path.join(folder, "new.jpg"))
-    shutil.copy(os.path.join(summary.images_uri, names[21]), os.path.join(folder, names[1]))  # changed content, same name
-    assert caption_images.main(args, spark=spark) == 0
-    return output
+    return captioned_bucket["output"]
 
 
 @pytest.fixture(scope="module")
@@ -214,22 +201,3 @@ def test_browse_every_object_of_an_output_with_search_pages_and_errors(browser_c
     reasons = [r.inner_text() for r in tab.locator("tr.problem td.reason").all()]
     assert len(reasons) == min(PAGE_SIZE, len(index.problems)) and set(reasons) <= {"empty", "truncated", "not_an_image", "too_large", "not_an_image_name"}
     tab.close()
-
-
-def test_without_a_speech_engine_the_button_says_so(speaking_model, photos, browser_context, tmp_path):
-    bare = str(tmp_path / "bin")  # a PATH without espeak-ng
-    os.makedirs(bare)
-    running = Server(["--model", speaking_model], tmp_path / "serve.log", server_env(PATH=bare))
-    try:
-        running.wait_ready()
-        tab = browser_context.new_page()
-        tab.goto(running.url)
-        assert tab.get_by_role("tab").count() == 0  # photos only: no browse tab without --results
-        tab.set_input_files(UPLOAD, photos[:1])
-        tab.locator(".st-key-photo-0 .cap-best").wait_for()
-        button = tab.locator(".st-key-photo-0").get_by_role("button", name=re.compile("Read aloud"))
-        assert "no speech engine" in button.inner_text() and button.is_disabled()
-        assert "apt-get install espeak-ng" in tab.locator(ALERT).first.inner_text()
-        tab.close()
-    finally:
-        running.stop()

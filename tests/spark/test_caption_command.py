@@ -7,27 +7,26 @@ import os
 import pytest
 
 from captioning.app import caption
-from captioning.pipeline import caption_images
 from captioning.store.bulk_output import BulkOutput, latest_answers
 
-from .images_kit import make_image_folder
+pytestmark = pytest.mark.usefixtures("one_load_per_search")  # one model build per search setting, not per call
 
 
 @pytest.fixture(scope="module")
-def photos(sample_dataset, tmp_path_factory):
-    _, summary = sample_dataset
-    folder = str(tmp_path_factory.mktemp("one-by-one") / "photos")
-    expected = make_image_folder(folder, summary.images_uri, good=6)
-    return folder, expected
+def photos(captioned_bucket):
+    """The folder caption-images captioned (tests/conftest.py) and {relative path: expected reason}."""
+    return captioned_bucket["folder"], captioned_bucket["expected"]
 
 
 @pytest.fixture(scope="module")
-def bulk_rows(spark, pipeline, photos, tmp_path_factory):
-    """caption-images with its default search (beam 3) over the folder."""
-    folder, _ = photos
-    output = str(tmp_path_factory.mktemp("bulk") / "out")
-    assert caption_images.main(["--input", folder, "--model", pipeline["model"], "--output", output, "--batch-size", "4", "--images-per-partition", "5", "--gallery-cards", "0"], spark=spark) == 0
-    return latest_answers(BulkOutput(output)).set_index("uri")
+def bulk_rows(captioned_bucket):
+    """The latest answer caption-images gave each object, with its default search (beam 3)."""
+    return latest_answers(BulkOutput(captioned_bucket["output"])).set_index("uri")
+
+
+@pytest.fixture(scope="module")
+def model(speaking_model):
+    return speaking_model
 
 
 def run_caption(capsys, *args: str) -> tuple[int, str, str]:
@@ -36,9 +35,9 @@ def run_caption(capsys, *args: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def test_same_captions_scores_and_errors_as_caption_images(pipeline, photos, bulk_rows, capsys):
+def test_same_captions_scores_and_errors_as_caption_images(model, photos, bulk_rows, capsys):
     folder, expected = photos
-    status, out, err = run_caption(capsys, folder, "--model", pipeline["model"], "--json")
+    status, out, err = run_caption(capsys, folder, "--model", model, "--json")
     answers = {a["image"]: a for a in json.loads(out)["images"]}
     assert status == 1  # the folder holds broken images
     assert sorted(answers) == sorted(os.path.join(folder, name) for name in expected)  # notes.txt: not an image name, as in bulk
@@ -58,15 +57,15 @@ def test_same_captions_scores_and_errors_as_caption_images(pipeline, photos, bul
     assert "Traceback" not in err
 
 
-def test_text_lines_and_the_n_best(pipeline, photos, bulk_rows, capsys):
+def test_text_lines_and_the_n_best(model, photos, bulk_rows, capsys):
     folder, expected = photos
     good = sorted(os.path.join(folder, name) for name, reason in expected.items() if reason is None)[:3]
-    status, out, err = run_caption(capsys, *good, "--model", pipeline["model"])
+    status, out, err = run_caption(capsys, *good, "--model", model)
     assert status == 0 and err == ""
     lines = [line.split("\t") for line in out.splitlines()]
     assert [(uri, text) for uri, _, text in lines] == [(uri, bulk_rows.loc[uri].caption) for uri in good]
     assert [score for _, score, _ in lines] == [caption.format_score(bulk_rows.loc[uri].score) for uri in good]
-    status, out, _ = run_caption(capsys, *good, "--model", pipeline["model"], "--beams", "3")
+    status, out, _ = run_caption(capsys, *good, "--model", model, "--beams", "3")
     ranked = [line.split("\t") for line in out.splitlines()]
     assert status == 0 and len(ranked) == 3 * len(good)
     for number, uri in enumerate(good):
@@ -84,14 +83,14 @@ def test_a_missing_model_is_one_error_line(photos, tmp_path, capsys):
     assert err.startswith("error: ") and "not a model directory" in err and len(err.strip().splitlines()) == 1
 
 
-def test_s3_objects_and_prefixes_get_the_local_captions(pipeline, photos, bulk_rows, s3_bucket, capsys):
+def test_s3_objects_and_prefixes_get_the_local_captions(model, photos, bulk_rows, s3_bucket, capsys):
     from captioning.store import storage
 
     folder, expected = photos
     good = sorted(name for name, reason in expected.items() if reason is None)[:2]
     for name in good:
         storage.write_bytes(f"{s3_bucket}/in/{os.path.basename(name)}", storage.read_bytes(os.path.join(folder, name)))
-    status, out, err = run_caption(capsys, f"{s3_bucket}/in/", f"{s3_bucket}/in/missing.jpg", "--model", pipeline["model"], "--json")
+    status, out, err = run_caption(capsys, f"{s3_bucket}/in/", f"{s3_bucket}/in/missing.jpg", "--model", model, "--json")
     answers = {a["image"]: a for a in json.loads(out)["images"]}
     assert status == 1 and "missing.jpg: not found" in err
     for name in good:
