@@ -18,13 +18,13 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test unit venv check-java clean
+.PHONY: demo test unit venv check-java clean app
 
 $(STAMP): requirements/constraints.txt setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (e.g. apt-get install python3.11 python3.11-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools<70" wheel
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[spark,tf,metrics,test]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[spark,tf,metrics,app,test]"
 	$(PY) -m pip check
 	touch $(STAMP)
 
@@ -52,6 +52,14 @@ test: check-java $(STAMP) $(JARS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+# The web page on 127.0.0.1 (README: "Try a model on your own photos"), by default with the
+# model and the bulk captions of `make demo`:  make app MODEL=... RESULTS=... PORT=...
+MODEL ?= $(DEMO_DIR)/model
+RESULTS ?= $(DEMO_DIR)/captions
+PORT ?= 8501
+app: $(STAMP)
+	$(PY) -m captioning.cli serve --model $(MODEL) $(if $(wildcard $(RESULTS)),--results $(RESULTS)) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) build dist lib/*.egg-info .pytest_cache

@@ -75,9 +75,18 @@ class Captioner:
 
         if len(features) == 0:
             return []
-        results = run_search(self._search, np.asarray(features, dtype=np.float32))
-        out = []
-        for result in results:
-            words = tuple(self.vocabulary.decode(result.token_ids))
-            out.append(Caption(" ".join(words), words, result.score, result.log_prob, result.ended))
-        return out
+        return [self._caption(result) for result in run_search(self._search, np.asarray(features, dtype=np.float32))]
+
+    def caption_ranked(self, features: np.ndarray) -> list[tuple[Caption, ...]]:
+        """The ``search.results`` best captions of each row of ``features`` (B, D), best first;
+        the first is the caption :meth:`caption` gives."""
+        from captioning.model.search.compiled import run_ranked_search
+
+        if len(features) == 0:
+            return []
+        ranked = run_ranked_search(self._search, np.asarray(features, dtype=np.float32))
+        return [tuple(self._caption(result) for result in results) for results in ranked]
+
+    def _caption(self, result) -> Caption:
+        words = tuple(self.vocabulary.decode(result.token_ids))
+        return Caption(" ".join(words), words, result.score, result.log_prob, result.ended)

@@ -11,6 +11,10 @@ class SearchConfig:
     beam_width: int = 3  # beams kept per image (beam search only)
     length_alpha: float = 0.7  # GNMT length penalty exponent; 0 ranks by plain log-prob sum
     max_length: int = 0  # most tokens emitted per caption, endseq included; 0: what the model was trained for
+    results: int = 1  # captions returned per image, best first: the best beams of the final beam set
+
+    # ``results`` does not change the search: the first of N results is the one caption of
+    # the same search with results=1 (the beam set is what beam_width makes it either way).
 
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "beam"):
@@ -21,6 +25,12 @@ class SearchConfig:
             raise ValueError(f"length_alpha must be >= 0, got {self.length_alpha}")
         if self.max_length < 0:
             raise ValueError(f"max_length must be >= 0 (0: the model's own maximum), got {self.max_length}")
+        if self.results < 1:
+            raise ValueError(f"results must be >= 1, got {self.results}")
+        if self.method == "greedy" and self.results > 1:
+            raise ValueError(f"greedy search finds one caption per image, {self.results} were asked for: use beam search")
+        if self.results > self.beam_width:
+            raise ValueError(f"results ({self.results}) cannot exceed beam_width ({self.beam_width}): the final beam set holds beam_width captions")
 
     def for_model(self, longest: int) -> "SearchConfig":
         """These settings with ``max_length`` 0 replaced by ``longest`` (the model's maximum)."""
