@@ -179,7 +179,7 @@ def test_a_corrupt_model_fails_bulk_captioning_with_its_error_and_terminates(reh
     execution_input = {**bulk_input(rehearsal.config, rehearsal.data, broken), "output_prefix": "corrupt"}
     execution = execute("bulk_captioning", execution_input, rehearsal.aws, "corrupt-1")
     assert execution.status == "FAILED" and execution.error == "States.TaskFailed", execution
-    assert "config.json" in execution.cause or "model" in execution.cause.split("\n")[0], execution.cause
+    assert "error:" in execution.cause.splitlines()[0] and "broken/model" in execution.cause, execution.cause
     assert "Terminate cluster after failure" in execution.states_entered()
     assert rehearsal.aws.running() == []
     assert [k for k in visible("corrupt/") if not k.startswith("corrupt/_")] == []

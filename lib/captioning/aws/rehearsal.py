@@ -494,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = RehearsalConfig(workdir=args.workdir, images=args.images, new_images=args.new_images, epochs=args.epochs)
     return run_main(lambda: rehearse(config))
 
