@@ -71,6 +71,8 @@ class RehearsalConfig:
     worker_memory: str = "2g"
     job_memory: str = "1g"  # spark.driver.memory and spark.executor.memory on the local cluster
     step_timeout_s: float = 900.0
+    # short-lived JVMs on a few cores: the quick JIT tier and one GC thread start faster (unless a step sets its own)
+    jvm_options: str = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
     # the examples ask for resnet50 with a weights file and 20 epochs; a rehearsal proves the path, not the model
     training_overrides: dict = field(default_factory=lambda: {
         "backbone": "mobilenetv3small", "backbone_weights": "none", "search": "greedy", "batch_size": 32,
@@ -134,7 +136,7 @@ def local_conf(key: str, value: str, node_python: str, memory: str) -> str | Non
     return value
 
 
-def local_argv(args: list[str], defaults: dict[str, str], master: str, node_python: str, script: str, jars: list[str], memory: str, submit: str) -> list[str]:
+def local_argv(args: list[str], defaults: dict[str, str], master: str, node_python: str, script: str, jars: list[str], memory: str, submit: str, local: dict[str, str] | None = None) -> list[str]:
     """An EMR step's ``spark-submit`` arguments for the local standalone cluster.
 
     Rewritten: the program (command-runner's ``spark-submit`` is the local one), ``--master``
@@ -171,6 +173,8 @@ def local_argv(args: list[str], defaults: dict[str, str], master: str, node_pyth
     if job_args is None:
         raise ValueError(f"no entry script (*.py) in the step's arguments {args}")
     out[1:1] = ["--master", master, "--deploy-mode", "client", "--jars", ",".join(jars)]
+    for key, value in (local or {}).items():
+        settings.setdefault(key, value)
     for key, value in settings.items():
         out += ["--conf", f"{key}={value}"]
     out += ["--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.ui.enabled=false"]
@@ -312,7 +316,8 @@ class LocalAws:
             raise TaskError("States.TaskFailed", f"step {step['Name']} failed: its script {script_uri} does not exist")
         script = folder / os.path.basename(script_uri)
         script.write_bytes(storage.read_bytes(script_uri))
-        command = local_argv(args, cluster.defaults, cluster.standalone.master_url, cluster.node_python, str(script), s3a_jars(), self.config.job_memory, spark_submit())
+        command = local_argv(args, cluster.defaults, cluster.standalone.master_url, cluster.node_python, str(script), s3a_jars(), self.config.job_memory, spark_submit(),
+                             {"spark.driver.extraJavaOptions": self.config.jvm_options, "spark.executor.extraJavaOptions": self.config.jvm_options})
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "SPARK_HOME", "SPARK_CONF_DIR", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
         env.update(SPARK_HOME=spark_home(), SPARK_CONF_DIR=cluster.standalone.path("conf"), PYSPARK_PYTHON=cluster.node_python, PYSPARK_DRIVER_PYTHON=cluster.node_python, SPARK_LOCAL_IP="127.0.0.1", PYTHONNOUSERSITE="1")
         (folder / "command.json").write_text(json.dumps({"emr": args, "local": command}, indent=1))
