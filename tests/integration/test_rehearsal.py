@@ -94,7 +94,7 @@ def test_a_held_output_lease_is_refused_before_any_cluster_starts(rehearsal):
     created = rehearsal.aws.created
     execution = execute("bulk_captioning", {**bulk_input(rehearsal.config, rehearsal.data, f"s3://{OUTPUT}/runs/none/model"), "output_prefix": "held"}, rehearsal.aws, "held-1")
     assert execution.status == "FAILED" and execution.error == "OutputLeaseHeld", execution
-    assert "another-run" in execution.cause
+    assert "s3://captioning-output/held/_lease.json until 2999-01-01T00:00:00Z" in execution.cause, execution.cause
     assert rehearsal.aws.created == created and "Create cluster" not in execution.states_entered()
     assert visible("held/") == []
 
