@@ -59,7 +59,7 @@ def rehearsal(tmp_path_factory):
     if not s3a_jars():
         pytest.skip("Spark's S3A connector is not installed (make venv puts it in .venv/spark-jars/)")
     config = RehearsalConfig(workdir=str(tmp_path_factory.mktemp("rehearsal")), images=40, new_images=6, epochs=2, max_workers=1)
-    with LocalS3(buckets=BUCKETS):
+    with LocalS3(buckets=BUCKETS, start_timeout=120):  # moto starts slowly on a busy machine
         deploy_project(tmp_path_factory.mktemp("rehearsal-dist"))
         aws = LocalAws(config)
         try:

@@ -460,7 +460,7 @@ def rehearse(config: RehearsalConfig) -> int:
     work = Path(config.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    with LocalS3(buckets=BUCKETS) as server:
+    with LocalS3(buckets=BUCKETS, start_timeout=120) as server:
         print(f"local S3 server at {server.endpoint} with buckets {', '.join(BUCKETS)}")
         uris = deploy_project(work)
         print(f"deployed version {VERSION}: {uris['prefix']}")
