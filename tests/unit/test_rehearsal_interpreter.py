@@ -129,3 +129,14 @@ def test_bulk_definition_reads_the_lease_and_refuses_a_held_output_before_any_cl
     execution = run_execution(rendered_definition("bulk_captioning"), BULK_INPUT, free, name="unit")
     assert execution.status == "SUCCEEDED"
     assert [state for state, _ in calls] == ["Read output lease", "Create cluster", "Caption images", "Terminate cluster"]
+
+
+def test_the_console_examples_pass_launch_dry_run_and_the_plan(tmp_path):
+    """What the rehearsal starts from: a documented input that launch refuses fails here, without Spark."""
+    from captioning.aws.plan import plan
+    from captioning.aws.rehearsal import deployment, launch_plan, launch_steps
+
+    request = launch_plan("training", example_input("training-input"), tmp_path)
+    assert [next(a for a in args if a.endswith(".py")).rsplit("/", 1)[1] for args in launch_steps(request)] == ["prepare_captions.py", "extract_features.py", "train_decoder.py", "evaluate.py"]
+    planned = plan("bulk_captioning", example_input("bulk-captioning-input"), deployment())
+    assert [step.state for step in planned.steps] == ["Caption images"]
