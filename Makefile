@@ -69,8 +69,9 @@ DIST ?= dist/emr
 WHEELHOUSE ?= dist/wheelhouse
 NODE_SETS ?= cpu,gpu
 VALIDATOR := emr/validator/node_modules/.package-lock.json
+INTERPRETER := emr/rehearsal/node_modules/.package-lock.json
 
-.PHONY: package statemachines asl-validator deploy
+.PHONY: package statemachines asl-validator rehearsal-interpreter rehearse deploy
 
 # the node wheel sets (NODE_SETS=cpu for the CPU set alone) go to the shared $(WHEELHOUSE)
 package: $(STAMP)
@@ -83,6 +84,17 @@ asl-validator: $(VALIDATOR)
 $(VALIDATOR): emr/validator/package.json emr/validator/package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm not found: install Node.js 18+ (e.g. apt-get install nodejs npm)"; exit 1; }
 	npm ci --prefix emr/validator --no-audit --no-fund
+
+# the Step Functions interpreter (npm aws-local-stepfunctions) and the Node.js 22 it needs, pinned in emr/rehearsal/
+rehearsal-interpreter: $(INTERPRETER)
+$(INTERPRETER): emr/rehearsal/package.json emr/rehearsal/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found: install Node.js 18+ (e.g. apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix emr/rehearsal --no-audit --no-fund
+
+# both state machines run by the interpreter on local Spark and a local S3 server (emr/README.md)
+REHEARSAL_DIR ?= rehearsal-output
+rehearse: check-java $(STAMP) $(JARS) $(INTERPRETER)
+	$(PY) -m captioning.aws.rehearsal --workdir $(REHEARSAL_DIR)
 
 # make deploy VERSION=20261201-a STACK=captioning   (or ARTIFACTS_URI=s3://bucket/artifacts)
 deploy: package

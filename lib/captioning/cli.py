@@ -36,6 +36,7 @@ COMMANDS = (
     Command("demo", "captioning.pipeline.demo", "the whole pipeline on the built-in sample dataset"),
     Command("deploy", "captioning.aws.deploy", "upload the packaged wheel, bootstrap and job scripts to S3 (emr/README.md)"),
     Command("launch", "captioning.aws.launch", "start an EMR cluster that runs a pipeline and terminates itself"),
+    Command("rehearse", "captioning.aws.rehearsal", "run both state machines locally: ASL interpreter, Spark cluster, S3 server"),
 )
 
 
