@@ -13,8 +13,10 @@ end. Tests that touch S3 get a fresh bucket each, so they never see each other's
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
+import tempfile
 import uuid
 
 import pytest
@@ -150,10 +152,11 @@ def one_load_per_search():
 
 
 HEAVY_GROUPS = ("cluster", "pipeline")  # handed out first: each runs for minutes
+GROUPS_FILE = "CAPTIONING_TEST_GROUPS"  # environment variable: where the first worker writes each file's group
 
 
 def xdist_groups(items: list[pytest.Item]) -> dict[str, str]:
-    """Each test file's xdist group: the expensive session fixture its tests share, else itself.
+    """Each test file's group: the expensive session fixture its tests share, else itself.
 
     A file goes whole into one group, so its module fixtures are built once, on one worker.
     """
@@ -169,10 +172,36 @@ def xdist_groups(items: list[pytest.Item]) -> dict[str, str]:
     return files
 
 
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        os.environ[GROUPS_FILE] = os.path.join(tempfile.mkdtemp(prefix="test-groups-"), "groups.json")
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     groups = xdist_groups(items)
-    group_of = {item.nodeid: groups[item.nodeid.split("::")[0]] for item in items}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of[item.nodeid]))
     rank = {group: order for order, group in enumerate(HEAVY_GROUPS)}
-    items.sort(key=lambda item: rank.get(group_of[item.nodeid], len(rank)))  # stable: file order otherwise
+    items.sort(key=lambda item: rank.get(groups[item.nodeid.split("::")[0]], len(rank)))  # stable: file order otherwise
+    target = os.environ.get(GROUPS_FILE)
+    if target and getattr(config, "workerinput", {}).get("workerid") == "gw0":
+        with open(target + ".part", "w") as out:
+            json.dump(groups, out)
+        os.replace(target + ".part", target)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Whole groups to one worker at a time: fixtures' fixture closures are known only after
+    collection, so the first worker writes each file's group and the scheduler reads it."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                with open(os.environ[GROUPS_FILE]) as source:
+                    self.groups = json.load(source)
+            path = nodeid.split("::")[0]
+            return self.groups.get(path, path)
+
+    return ByGroup(config, log)
