@@ -10,7 +10,8 @@ import pytest
 
 from captioning.aws import interpreter
 from captioning.aws.interpreter import TaskError, answer, history_of, run_execution
-from captioning.aws.rehearsal import PLACEHOLDERS, core_nodes, example_input, failure_cause, local_argv, rendered_definition, spark_defaults
+from captioning.aws.local_steps import core_nodes, failure_cause, local_argv, spark_defaults
+from captioning.aws.rehearsal import PLACEHOLDERS, example_input, rendered_definition
 
 TRAINING_INPUT = {"artifacts_version": "v1", "dataset": "s3://d/flickr8k", "output": "s3://o/runs/r", "backbone_weights": "none"}
 BULK_INPUT = {"artifacts_version": "v1", "inputs": ["s3://d/photos/"], "model": "s3://o/runs/r/model", "output_bucket": "o", "output_prefix": "captions"}
