@@ -22,6 +22,7 @@ import argparse
 import datetime as dt
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -121,15 +122,18 @@ def write_run_gallery(rows, config: CaptionJobConfig, summary: dict) -> None:
 
     output = BulkOutput(config.output_uri)
     shown = rows.orderBy(F.col("status") != "ok", "uri").limit(config.gallery_cards).collect()
-    thumbnails = {}
-    for row in shown:
-        if row["status"] == "ok":
-            try:
-                small = thumbnail(storage.read_bytes(row["uri"]))
-            except storage.StorageError:
-                small = None
-            if small:
-                thumbnails[row["uri"]] = small
+
+    def small_copy(uri: str) -> bytes | None:
+        try:
+            return thumbnail(storage.read_bytes(uri))
+        except storage.StorageError:
+            return None
+
+    # the driver reads up to gallery_cards images after the run: concurrently, as the tasks
+    # do, or each object store round trip (tens of ms on S3) is paid one after another
+    ok_uris = [row["uri"] for row in shown if row["status"] == "ok"]
+    with ThreadPoolExecutor(max_workers=config.reading.io_threads) as pool:
+        thumbnails = {uri: small for uri, small in zip(ok_uris, pool.map(small_copy, ok_uris)) if small}
     records = [{**row.asDict(), "captioned_at": row["captioned_at"].isoformat() if row["captioned_at"] else None} for row in shown]
     run_id = summary["run_id"]
     page = output.gallery(run_id)
