@@ -32,7 +32,7 @@ check-java:
 	@command -v java >/dev/null 2>&1 || { echo "error: Java not found: Spark needs Java 17 (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 
 demo: check-java $(STAMP)
-	$(PY) -m captioning.demo --workdir $(DEMO_DIR) --images $(DEMO_IMAGES)
+	$(PY) -m captioning.pipeline.demo --workdir $(DEMO_DIR) --images $(DEMO_IMAGES)
 
 test: check-java $(STAMP)
 	$(PY) -m pytest -q tests
