@@ -80,6 +80,28 @@ def bleu_scores(references: References, hypotheses: Hypotheses, *, smoothing: st
     return {name: float(corpus_bleu(refs, hyps, weights=_without_trailing_zeros(weights), smoothing_function=smoothing_function)) for name, weights in BLEU_WEIGHTS}
 
 
+def human_agreement(references: References) -> dict[str, float]:
+    """BLEU-1..4 (nltk, as :func:`bleu_scores`) of one annotator against the others: a ceiling.
+
+    For every position k, caption k of each image is scored as the hypothesis against that
+    image's other captions; the result is the mean over k. A model scored against all the
+    references has one more reference than this, so it may land slightly above it; far
+    above means the metric no longer tells good captions from the references' own wording.
+    Every image needs at least two references, and all images the same number.
+    """
+    counts = {len(refs) for refs in references.values()}
+    if not references or len(counts) != 1 or min(counts) < 2:
+        raise ValueError(f"every image needs the same number (>= 2) of references, got counts {sorted(counts)}")
+    (per_image,) = counts
+    totals: dict[str, float] = {}
+    for k in range(per_image):
+        hypotheses = {i: refs[k] for i, refs in references.items()}
+        others = {i: [r for j, r in enumerate(refs) if j != k] for i, refs in references.items()}
+        for name, value in bleu_scores(others, hypotheses).items():
+            totals[name] = totals.get(name, 0.0) + value / per_image
+    return totals
+
+
 def _without_trailing_zeros(weights: tuple[float, ...]) -> tuple[float, ...]:
     kept = len(weights)
     while kept > 1 and weights[kept - 1] == 0:
