@@ -123,10 +123,12 @@ class ModelInfo:
         return f"a {'x'.join(map(str, shape))} spatial grid" if len(shape) > 1 else f"a pooled vector of {shape[0]} values"
 
     def check_features(self, source: str, encoder_identity: Mapping[str, Any]) -> None:
+        shape = self.decoder.input_shape
+        grid = f", --spatial{f' --channels {shape[2]}' if self.features.get('projection') else ''}" if len(shape) > 1 else ""
         check_identity(
             source, self.features, encoder_identity,
             f"the {self.decoder_kind} decoder of {self.uri} takes {self.describe_input()}: extract features with the model's backbone "
-            f"({self.features.get('backbone')}, weights {self.features.get('weights')}{', --spatial' if len(self.decoder.input_shape) > 1 else ''}) or use a model trained on these",
+            f"({self.features.get('backbone')}, weights {self.features.get('weights')}{grid}) or use a model trained on these",
         )
 
     def check_feature_array(self, source: str, features) -> None:
