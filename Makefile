@@ -8,7 +8,9 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEMO_DIR ?= demo-output
+JARS   := $(VENV)/spark-jars/.installed
+STORAGE ?= local
+DEMO_DIR ?= demo-output$(if $(filter s3,$(STORAGE)),-s3)
 DEMO_IMAGES ?= 3000
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
@@ -26,15 +28,24 @@ $(STAMP): requirements/constraints.txt setup.py
 	$(PY) -m pip check
 	touch $(STAMP)
 
-venv: $(STAMP)
+# Hadoop's S3A connector for local Spark (requirements/spark-s3a.pom.xml), from Maven Central, once.
+$(JARS): requirements/spark-s3a.pom.xml $(STAMP)
+	@command -v mvn >/dev/null || { echo "error: mvn not found: Maven fetches Spark's S3 connector (e.g. apt-get install maven)"; exit 1; }
+	@$(PY) -c "import pyspark, glob, sys; sys.exit(0 if glob.glob(pyspark.__path__[0] + '/jars/hadoop-client-api-3.3.4.jar') else 'error: pyspark does not carry the Hadoop 3.3.4 client the S3A connector in requirements/spark-s3a.pom.xml was chosen for')"
+	rm -rf $(VENV)/spark-jars
+	mvn -q -B -Dstyle.color=never -f requirements/spark-s3a.pom.xml org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+		-DincludeArtifactIds=hadoop-aws,aws-java-sdk-bundle -DoutputDirectory=$(abspath $(VENV))/spark-jars
+	touch $(JARS)
+
+venv: $(STAMP) $(JARS)
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "error: Java not found: Spark needs Java 17 (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 
-demo: check-java $(STAMP)
-	$(PY) -m captioning.pipeline.demo --workdir $(DEMO_DIR) --images $(DEMO_IMAGES)
+demo: check-java $(STAMP) $(JARS)
+	$(PY) -m captioning.pipeline.demo --workdir $(DEMO_DIR) --images $(DEMO_IMAGES) --storage $(STORAGE)
 
-test: check-java $(STAMP)
+test: check-java $(STAMP) $(JARS)
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)
@@ -45,12 +56,15 @@ clean:
 
 # --- AWS (emr/README.md) ---
 DIST ?= dist/emr
+WHEELHOUSE ?= dist/wheelhouse
+NODE_SETS ?= cpu,gpu
 VALIDATOR := emr/validator/node_modules/.package-lock.json
 
 .PHONY: package statemachines asl-validator deploy
 
+# the node wheel sets (NODE_SETS=cpu for the CPU set alone) go to the shared $(WHEELHOUSE)
 package: $(STAMP)
-	$(PY) -m captioning.aws.package --dist $(DIST)
+	$(PY) -m captioning.aws.package --dist $(DIST) --wheelhouse $(WHEELHOUSE) --node-sets $(NODE_SETS)
 
 statemachines: $(STAMP)
 	$(PY) -m captioning.aws.statemachines
@@ -63,4 +77,4 @@ $(VALIDATOR): emr/validator/package.json emr/validator/package-lock.json
 # make deploy VERSION=20261201-a STACK=captioning   (or ARTIFACTS_URI=s3://bucket/artifacts)
 deploy: package
 	@test -n "$(VERSION)" || { echo "error: give VERSION=<name of this deployment>"; exit 1; }
-	$(PY) -m captioning.aws.deploy --version $(VERSION) --dist $(DIST) $(if $(STACK),--stack $(STACK),--artifacts-uri $(ARTIFACTS_URI))
+	$(PY) -m captioning.aws.deploy --version $(VERSION) --dist $(DIST) --wheelhouse $(WHEELHOUSE) $(if $(STACK),--stack $(STACK),--artifacts-uri $(ARTIFACTS_URI))

@@ -116,11 +116,12 @@ def shipment(tmp_path_factory) -> Shipment:
 @pytest.fixture(scope="session")
 def submit(cluster, shipment, tmp_path_factory):
     """``submit(script, args) -> Submitted``: one spark-submit of a job to the cluster."""
+    from captioning.cluster.session import s3a_jars
     from captioning.cluster.standalone import spark_home, spark_submit
 
     workdir = tmp_path_factory.mktemp("submit-cwd")  # no lib/ here: imports come from the wheel
 
-    def run(script: str, args: list[str], conf: dict[str, str] | None = None) -> Submitted:
+    def run(script: str, args: list[str], conf: dict[str, str] | None = None, env: dict[str, str] | None = None) -> Submitted:
         settings = {
             "spark.pyspark.python": shipment.python,
             "spark.pyspark.driver.python": shipment.python,
@@ -138,15 +139,15 @@ def submit(cluster, shipment, tmp_path_factory):
             "spark.executor.extraJavaOptions": JVM_OPTIONS,
             **(conf or {}),
         }
-        command = [spark_submit(), "--master", cluster.master_url, "--py-files", shipment.py_files]
+        command = [spark_submit(), "--master", cluster.master_url, "--py-files", shipment.py_files, "--jars", ",".join(s3a_jars())]
         for key, value in settings.items():
             command += ["--conf", f"{key}={value}"]
         command += [script if os.path.isabs(script) else os.path.join(shipment.jobs, script), *args]
-        env = _clean_env()
-        env.update(SPARK_HOME=spark_home(), SPARK_CONF_DIR=cluster.path("conf"), PYSPARK_PYTHON=shipment.python, PYSPARK_DRIVER_PYTHON=shipment.python)
+        environment = {**_clean_env(), **(env or {})}
+        environment.update(SPARK_HOME=spark_home(), SPARK_CONF_DIR=cluster.path("conf"), PYSPARK_PYTHON=shipment.python, PYSPARK_DRIVER_PYTHON=shipment.python)
         before = _applications(cluster)
         started = time.monotonic()
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        process = subprocess.Popen(command, cwd=workdir, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             stdout, stderr = process.communicate(timeout=SUBMIT_TIMEOUT)
         except subprocess.TimeoutExpired:

@@ -162,3 +162,61 @@ def test_caption_images_on_the_cluster_captions_like_local(submit, dataset, refe
     columns = ["uri", "input", "version", "size", "status", "error", "caption", "model_id"]
     assert len(ours) == len(theirs) and ours[columns].equals(theirs[columns])
     np.testing.assert_allclose(ours["score"].astype(float), theirs["score"].astype(float), rtol=1e-4, atol=1e-4)
+
+
+def executor_pids(cluster) -> list[int]:
+    """Executor JVMs of this cluster's workers (their command lines name the cluster's folders)."""
+    found = subprocess.run(["pgrep", "-f", "CoarseGrainedExecutorBackend"], capture_output=True, text=True).stdout.split()
+    pids = []
+    for pid in found:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if cluster.config.root.encode() in handle.read():
+                    pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def test_caption_images_s3_to_s3_survives_a_killed_executor_and_a_flaky_endpoint(submit, cluster, dataset, reference, s3_endpoint, s3_bucket):
+    import signal
+    import threading
+    import time
+
+    from ..s3_faults import FaultyS3Proxy
+
+    names = sorted(os.listdir(dataset["images"]))[:40]
+    for name in names:
+        storage.write_bytes(f"{s3_bucket}/photos/{name}", storage.read_bytes(os.path.join(dataset["images"], name)))
+    for file in storage.list_files(reference["model"]):
+        storage.write_bytes(f"{s3_bucket}/model/{os.path.relpath(file.uri, reference['model'])}", storage.read_bytes(file.uri))
+    out = f"{s3_bucket}/captions"
+    with FaultyS3Proxy(s3_endpoint, share=0.05, seed=11) as proxy:
+        env = {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        conf = {f"spark.executorEnv.{key}": value for key, value in env.items()}
+        result: dict = {}
+        args = ["--input", f"{s3_bucket}/photos/", "--model", f"{s3_bucket}/model", "--output", out, "--search", "greedy", "--batch-size", "2", "--images-per-partition", "2"]
+        job = threading.Thread(target=lambda: result.update(done=submit("caption_images.py", args, conf=conf, env=env)))
+        started = time.time()
+        job.start()
+        killed = None
+        while job.is_alive() and killed is None and time.time() < started + 300:
+            running = executor_pids(cluster)
+            logs = [log for log in glob.glob(os.path.join(cluster.config.root, "worker-*", "app-*", "*", "stderr")) if os.path.getmtime(log) > started]
+            finished = sum(open(log, errors="replace").read().count("Finished task") for log in logs)
+            if len(running) == 2 and finished >= 3:
+                killed = running[0]
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.5)
+        job.join()
+    assert killed is not None, "the job ended before an executor could be killed"
+    assert "done" in result, "the job failed"
+    assert sum(proxy.counts[kind] for kind in ("503", "500", "drop")) > 0, proxy.counts
+    files = [f.uri for f in storage.list_files(f"{out}/captions") if f.uri.endswith(".parquet")]
+    tables = []
+    for file in files:
+        fs, path = storage.arrow_filesystem(file)
+        tables.append(pq.read_table(path, filesystem=fs).to_pandas())
+    rows = pd.concat(tables)
+    assert sorted(rows.uri) == sorted(f"{s3_bucket}/photos/{name}" for name in names)
+    assert (rows.status == "ok").all()

@@ -1,39 +1,49 @@
 """deploy and launch against a real AWS API surface: the moto server (S3, EMR, CloudFormation).
 
 deploy must put every file where the state machines' definitions look for it (compared
-with the URIs a simulated execution produces), and launch must send exactly the planned
-request, which moto then reports back through describe_cluster, list_bootstrap_actions
-and list_steps.
+with the URIs a simulated execution produces) and every wheel of the node set where the
+bootstrap looks for it, and launch must send exactly the planned request, which moto then
+reports back through describe_cluster, list_bootstrap_actions and list_steps. AWS errors
+must reach the user as one line. The dist holds the CPU node set only (the GPU set is
+several GB; tests/integration/test_gpu_node_set.py builds it without uploading it).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
+from packaging import tags
+from packaging.utils import parse_wheel_filename
 
 from captioning.aws import deploy as deploy_module
 from captioning.aws import launch as launch_module
 from captioning.aws import layout
 from captioning.aws.deploy import DeployError, deploy, split_s3
 from captioning.aws.package import build_dist
+from captioning.aws.wheelhouse import PROVIDED, TargetPlatform, constraint_pins
 from captioning.aws.plan import argv_per_step, plan
-from captioning.aws.statemachines import Deployment, pipelines
+from captioning.aws.deployment import Deployment
+from captioning.aws.pipelines import pipelines
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "v1"
+CPU = ("cpu",)
 
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
-    return build_dist(ROOT, tmp_path_factory.mktemp("dist") / "emr")
+    folder = tmp_path_factory.mktemp("dist")
+    return build_dist(ROOT, folder / "emr", folder / "wheelhouse", kinds=CPU)
 
 
 def deployment_for(bucket: str) -> Deployment:
-    return Deployment(f"{bucket}/artifacts", f"{bucket}/logs/", "captioning-emr-service", "captioning-emr-profile", "subnet-0abc")
+    return Deployment(f"{bucket}/artifacts", f"{bucket}/logs/", "captioning-emr-service", "captioning-emr-profile", "subnet-0abc", "captioning-security")
 
 
 def example(name: str, **changes) -> dict:
@@ -54,7 +64,7 @@ def s3_keys(uri: str) -> list[str]:
 
 @pytest.mark.parametrize("pipeline", sorted(pipelines()))
 def test_deploy_puts_every_file_where_the_state_machine_looks(s3_bucket, dist, pipeline):
-    deployed = deploy(f"{s3_bucket}/artifacts", VERSION, dist.root).uris()
+    deployed = deploy(f"{s3_bucket}/artifacts", VERSION, dist.root, kinds=CPU).uris()
     assert deployed["uploaded"] is True
     planned = plan(pipeline, example(pipeline), deployment_for(s3_bucket))
 
@@ -66,9 +76,14 @@ def test_deploy_puts_every_file_where_the_state_machine_looks(s3_bucket, dist, p
     prefix = deployed["prefix"]
     # what bootstrap.sh downloads from its --artifacts folder
     assert s3_object(f"{prefix}/{layout.CONSTRAINTS}") == (ROOT / "requirements/constraints.txt").read_bytes()
-    for kind, name in layout.NODE_REQUIREMENTS.items():
-        assert deployed["node_requirements"][kind] == f"{prefix}/{name}"
-        assert b"tensorflow" in s3_object(f"{prefix}/{name}")
+    assert deployed["node_requirements"] == {"cpu": f"{prefix}/{layout.NODE_REQUIREMENTS['cpu']}"}
+    lock = s3_object(deployed["node_requirements"]["cpu"]).decode()
+    hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", lock)
+    assert len(hashes) == len(dist.manifest["node_sets"]["cpu"]) > 50
+    stored = s3_keys(deployed["wheelhouse"])  # where bootstrap.sh looks: <artifacts>/wheelhouse/<sha256>/<file>
+    assert sorted(key.split("/")[-2] for key in stored) == sorted(hashes)
+    assert deployed["wheelhouse"] == f"{s3_bucket}/artifacts/{layout.WHEELHOUSE}"
+    assert s3_object(f"{prefix}/{layout.GPU_DISCOVERY}") == (ROOT / "emr" / layout.GPU_DISCOVERY).read_bytes()
     wheels = s3_keys(f"{prefix}/{layout.WHEELS}")
     assert wheels == [split_s3(deployed["wheel"])[1]] and wheels[0].endswith(".whl")
 
@@ -84,8 +99,9 @@ def test_deploy_puts_every_file_where_the_state_machine_looks(s3_bucket, dist, p
 
 def test_a_version_is_immutable_and_a_redeploy_of_it_is_a_no_op(s3_bucket, dist, tmp_path):
     artifacts = f"{s3_bucket}/artifacts"
-    assert deploy(artifacts, VERSION, dist.root).uploaded is True
-    assert deploy(artifacts, VERSION, dist.root).uploaded is False
+    first = deploy(artifacts, VERSION, dist.root, kinds=CPU)
+    assert first.uploaded is True and first.wheels_uploaded == len(dist.manifest["node_sets"]["cpu"]) and first.wheels_reused == 0
+    assert deploy(artifacts, VERSION, dist.root, kinds=CPU).uploaded is False
 
     changed = tmp_path / "emr"
     shutil.copytree(dist.root, changed)
@@ -97,10 +113,13 @@ def test_a_version_is_immutable_and_a_redeploy_of_it_is_a_no_op(s3_bucket, dist,
     manifest["files"]["jobs/evaluate.py"] = {"sha256": hashlib.sha256(script.read_bytes()).hexdigest(), "size": script.stat().st_size}
     (changed / layout.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DeployError, match="different deployment"):
-        deploy(artifacts, VERSION, changed)
-    assert deploy(artifacts, VERSION, changed, force=True).uploaded is True
+        deploy(artifacts, VERSION, changed, kinds=CPU, wheelhouse=dist.wheelhouse)
+    assert deploy(artifacts, VERSION, changed, force=True, kinds=CPU, wheelhouse=dist.wheelhouse).uploaded is True
     assert s3_object(f"{artifacts}/{VERSION}/jobs/evaluate.py").endswith(b"# changed\n")
-    assert deploy(artifacts, "v2", changed).uploaded is True
+    second = deploy(artifacts, "v2", changed, kinds=CPU, wheelhouse=dist.wheelhouse)
+    assert second.uploaded is True
+    assert (second.wheels_uploaded, second.bytes_uploaded) == (0, 0), "a new version shares every unchanged wheel"
+    assert second.wheels_reused == first.wheels_uploaded
 
 
 def test_deploy_refuses_a_dist_changed_after_packaging(s3_bucket, dist, tmp_path):
@@ -108,7 +127,7 @@ def test_deploy_refuses_a_dist_changed_after_packaging(s3_bucket, dist, tmp_path
     shutil.copytree(dist.root, changed)
     (changed / layout.BOOTSTRAP).write_text("#!/bin/sh\n")
     with pytest.raises(DeployError, match="rebuild"):
-        deploy(f"{s3_bucket}/artifacts", VERSION, changed)
+        deploy(f"{s3_bucket}/artifacts", VERSION, changed, kinds=CPU)
     assert s3_keys(f"{s3_bucket}/artifacts") == []
 
 
@@ -120,7 +139,8 @@ def outputs_stack(bucket: str) -> str:
         "LogUri": f"{bucket}/logs/",
         "EmrServiceRoleName": "captioning-emr-service",
         "EmrInstanceProfileName": "captioning-emr-profile",
-        "SubnetId": "subnet-0abc",
+        "SubnetIds": "subnet-0abc,subnet-0def",
+        "SecurityConfigurationName": "captioning-security",
     }
     template = {
         "Resources": {"Placeholder": {"Type": "AWS::S3::Bucket"}},
@@ -132,7 +152,7 @@ def outputs_stack(bucket: str) -> str:
 
 def test_deploy_command_reads_the_artifacts_uri_from_the_stack(s3_bucket, dist, capsys):
     stack = outputs_stack(s3_bucket)
-    assert deploy_module.main(["--stack", stack, "--version", "v3", "--dist", str(dist.root)]) == 0
+    assert deploy_module.main(["--stack", stack, "--version", "v3", "--dist", str(dist.root), "--wheelhouse", str(dist.wheelhouse), "--node-sets", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["prefix"] == f"{s3_bucket}/artifacts/v3"
     assert s3_object(printed["bootstrap"]) == (ROOT / "emr/bootstrap.sh").read_bytes()
@@ -175,6 +195,7 @@ def test_launch_command_with_stack_outputs_and_settings(s3_bucket, capsys):
     code = launch_module.main([
         "bulk_captioning", "--input", str(ROOT / "emr/examples/bulk-captioning-input.json"), "--stack", stack,
         "--set", f"artifacts_version={VERSION}", "--set", f"inputs={json.dumps(inputs)}", "--set", "core_spot=2", "--name", "nightly",
+        "--set", f"output_bucket={s3_bucket[len('s3://'):]}", "--set", "output_prefix=captions",
     ])
     assert code == 0
     cluster_id = capsys.readouterr().out.strip()
@@ -195,3 +216,72 @@ def test_launch_command_refuses_an_input_the_job_would_refuse(s3_bucket, capsys)
     assert code == 2
     assert "invalid choice: 'beem'" in capsys.readouterr().err
     assert len(emr.list_clusters()["Clusters"]) == before, "no cluster may be started for an input the job refuses"
+
+
+def test_the_cpu_node_set_is_the_pinned_set_for_the_nodes_without_pyspark(dist):
+    pins = constraint_pins((ROOT / "requirements/constraints.txt").read_text())
+    wheels = dist.manifest["node_sets"]["cpu"]
+    names = {w["name"] for w in wheels}
+    assert not names & {"pyspark", "py4j", *PROVIDED}, "EMR's Spark provides pyspark"
+    assert {"tensorflow-cpu", "numpy", "pycocoevalcap", "petastorm", "boto3"} <= names and "tensorflow" not in names
+    assert all(w["version"] == pins[w["name"]] for w in wheels), "every wheel is the version requirements/constraints.txt pins"
+    target = TargetPlatform()
+    supported = set(tags.cpython_tags((3, 11), target.abis, target.platforms)) | set(tags.compatible_tags((3, 11), "cp311", target.platforms))
+    for wheel in wheels:
+        path = dist.wheelhouse / wheel["sha256"] / wheel["file"]
+        assert path.stat().st_size == wheel["size"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == wheel["sha256"], "stored under its own content hash"
+        assert parse_wheel_filename(wheel["file"])[3] & supported, f"{wheel['file']} does not install on CPython 3.11 manylinux_2_34 x86_64"
+    lock = (dist.root / layout.NODE_REQUIREMENTS["cpu"]).read_text()
+    assert [line for line in lock.splitlines() if not line.startswith("#")] == [f"{w['name']}=={w['version']} --hash=sha256:{w['sha256']}" for w in wheels]
+
+
+def test_deploy_refuses_a_dist_without_the_gpu_node_set(s3_bucket, dist, capsys):
+    with pytest.raises(DeployError, match="no gpu node set"):
+        deploy(f"{s3_bucket}/artifacts", VERSION, dist.root)
+    assert deploy_module.main(["--artifacts-uri", f"{s3_bucket}/artifacts", "--version", VERSION, "--dist", str(dist.root)]) == 2
+    assert s3_keys(f"{s3_bucket}/artifacts") == []
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_aws_errors_of_deploy_are_one_line(s3_endpoint, dist, capsys):
+    missing = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/artifacts"
+    assert deploy_module.main(["--artifacts-uri", missing, "--version", VERSION, "--dist", str(dist.root), "--wheelhouse", str(dist.wheelhouse), "--node-sets", "cpu"]) == 2
+    line = one_line_error(capsys)
+    assert "NoSuchBucket" in line and missing in line and "check the bucket name" in line
+
+
+def test_aws_errors_of_launch_are_one_line(s3_endpoint, capsys):
+    assert launch_module.main(["training", "--input", str(ROOT / "emr/examples/training-input.json"), "--stack", "no-such-stack"]) == 2
+    line = one_line_error(capsys)
+    assert "no-such-stack" in line and "ValidationError" in line and "check the stack name" in line
+
+
+def lease(expires_at: str) -> bytes:
+    return json.dumps({"holder": "run-0", "acquired_at": "2026-11-28T20:00:00Z", "renewed_at": "2026-11-28T21:00:00Z", "expires_at": expires_at, "period_seconds": 600}).encode()
+
+
+def test_launch_stops_before_any_cluster_while_another_run_holds_the_output(s3_bucket, capsys):
+    stack = outputs_stack(s3_bucket)
+    bucket, _ = split_s3(s3_bucket)
+    boto3.client("s3").put_object(Bucket=bucket, Key="captions/_lease.json", Body=lease("2999-01-01T00:00:00Z"))
+    emr = boto3.client("emr")
+    before = len(emr.list_clusters()["Clusters"])
+    args = ["bulk_captioning", "--input", str(ROOT / "emr/examples/bulk-captioning-input.json"), "--stack", stack,
+            "--set", f"artifacts_version={VERSION}", "--set", f"output_bucket={bucket}", "--set", "output_prefix=captions"]
+    assert launch_module.main(args) == 2
+    line = one_line_error(capsys)
+    assert "OutputLeaseHeld" in line and f"{s3_bucket}/captions/_lease.json" in line and "2999-01-01T00:00:00Z" in line
+    assert len(emr.list_clusters()["Clusters"]) == before
+
+    boto3.client("s3").put_object(Bucket=bucket, Key="captions/_lease.json", Body=lease("2020-01-01T00:00:00Z"))  # expired
+    assert launch_module.main(args) == 0
+    assert capsys.readouterr().out.strip().startswith("j-")
+    assert len(emr.list_clusters()["Clusters"]) == before + 1

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from captioning.store import storage
+from captioning.store.lease import iso
 from captioning.pipeline import caption_images
 
 from .images_kit import make_image_folder
@@ -105,35 +106,78 @@ def test_new_and_changed_objects_only_are_captioned(spark, pipeline, sample_data
     assert len(committed_rows(output)) == len(rows)
 
 
-def test_killed_run_leaves_nothing_visible_and_next_run_completes(spark, pipeline, sample_dataset, tmp_path):
+def start_run(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "captioning.pipeline.caption_images", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_until_tasks_have_written(process: subprocess.Popen, output: str) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if glob.glob(os.path.join(output, "captions", "*", "*", "_temporary", "**", "*.parquet"), recursive=True):
+            return  # some tasks have written, the job has not committed
+        time.sleep(0.2)
+    raise AssertionError(f"the run ended (or never wrote) before it could be stopped: {process.poll()} {process.stderr.read()[-2000:] if process.poll() is not None else ''}")
+
+
+def test_a_killed_run_leaves_nothing_visible_and_the_next_run_takes_over_its_lease(spark, pipeline, sample_dataset, tmp_path):
     _, summary = sample_dataset
     folder, output = str(tmp_path / "in"), str(tmp_path / "out")
     expected = make_image_folder(folder, summary.images_uri, good=40, bad=False, nested=False)
-    args = ["--input", folder, "--model", pipeline["model"], "--output", output, "--search", "greedy", "--batch-size", "4", "--images-per-partition", "2"]
-    process = subprocess.Popen([sys.executable, "-m", "captioning.pipeline.caption_images", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = ["--input", folder, "--model", pipeline["model"], "--output", output, "--search", "greedy", "--batch-size", "4", "--images-per-partition", "2", "--lease-seconds", "4"]
+    process = start_run(args)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and process.poll() is None:
-            if glob.glob(os.path.join(output, "captions", "*", "*", "_temporary", "**", "*.parquet"), recursive=True):
-                break  # some tasks have written, the job has not committed
-            time.sleep(0.2)
-        assert process.poll() is None, "the run finished before it could be killed"
+        wait_until_tasks_have_written(process, output)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)  # as a lost instance: no clean-up runs
         process.wait()
     assert committed_rows(output).empty  # nothing of the killed run is visible
-    assert caption_images.main(args + ["--lock-timeout-hours", "0"], spark=spark) == 0
+    assert json.loads(storage.read_text(os.path.join(output, "_lease.json")))["holder"]  # its lease is left behind
+    assert caption_images.main(args + ["--lease-wait-seconds", "60"], spark=spark) == 0  # waits the lease out, then runs
     rows = committed_rows(output)
     assert sorted(rows.uri) == sorted(os.path.join(folder, n) for n in expected)
     assert not rows.uri.duplicated().any()
+    assert not glob.glob(os.path.join(output, "**", "_temporary"), recursive=True)  # the killed run's debris is gone
+    assert not os.path.exists(os.path.join(output, "_lease.json"))
 
 
-def test_overlapping_run_is_refused_while_the_lock_is_fresh(spark, pipeline, bucket_folder, tmp_path, capsys):
+def test_sigterm_stops_a_run_and_releases_its_lease(pipeline, sample_dataset, tmp_path):
+    _, summary = sample_dataset
+    folder, output = str(tmp_path / "in"), str(tmp_path / "out")
+    make_image_folder(folder, summary.images_uri, good=40, bad=False, nested=False)
+    process = start_run(["--input", folder, "--model", pipeline["model"], "--output", output, "--search", "greedy", "--batch-size", "4", "--images-per-partition", "2"])
+    try:
+        wait_until_tasks_have_written(process, output)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) != 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert not os.path.exists(os.path.join(output, "_lease.json"))
+    assert committed_rows(output).empty
+
+
+def test_of_two_runs_started_together_exactly_one_proceeds(pipeline, bucket_folder, tmp_path):
+    folder, expected = bucket_folder
+    output = str(tmp_path / "out")
+    args = ["--input", folder, "--model", pipeline["model"], "--output", output, *FAST, "--lease-wait-seconds", "0"]
+    runs = [start_run(args) for _ in range(2)]
+    codes = [run.wait(timeout=400) for run in runs]
+    errors = [run.stderr.read() for run in runs]
+    assert sorted(codes) == [0, 2], errors
+    refused = errors[codes.index(2)]
+    assert "holds this output" in refused and "Traceback" not in refused
+    rows = committed_rows(output)
+    everything = [*(os.path.join(folder, name) for name in expected), os.path.join(folder, "notes.txt")]
+    assert sorted(rows.uri) == sorted(everything) and not rows.uri.duplicated().any()
+
+
+def test_a_run_is_refused_while_another_holds_the_output(spark, pipeline, bucket_folder, tmp_path, capsys):
     folder, _ = bucket_folder
     output = str(tmp_path / "out")
-    storage.write_text(os.path.join(output, "_lock.json"), json.dumps({"run_id": "other", "since": time.time()}))
-    assert caption_images.main(["--input", folder, "--model", pipeline["model"], "--output", output, *FAST], spark=spark) == 2
-    assert "run other has been running" in capsys.readouterr().err
+    lease = {"holder": "other", "acquired_at": iso(time.time()), "renewed_at": iso(time.time()), "expires_at": iso(time.time() + 600), "period_seconds": 600}
+    storage.write_text(os.path.join(output, "_lease.json"), json.dumps(lease))
+    assert caption_images.main(["--input", folder, "--model", pipeline["model"], "--output", output, *FAST, "--lease-wait-seconds", "0"], spark=spark) == 2
+    assert "run other holds this output" in capsys.readouterr().err
 
 
 def test_captions_objects_listed_from_s3(spark, pipeline, sample_dataset, s3_bucket, tmp_path):

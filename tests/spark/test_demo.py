@@ -51,3 +51,26 @@ def test_a_second_demo_run_reuses_every_output(demo_run, spark, capsys):
     assert os.stat(weights).st_mtime_ns == before
     assert len(_exports(workdir)) == 6  # nothing captioned twice
     assert "Pipeline finished" in capsys.readouterr().out
+
+
+def test_the_demo_on_s3_runs_the_emr_steps_bucket_to_bucket(tmp_path):
+    import subprocess
+    import sys
+
+    workdir = tmp_path / "demo-s3"
+    done = subprocess.run(
+        [sys.executable, "-m", "captioning.pipeline.demo", "--storage", "s3", "--workdir", str(workdir), "--images", "60", "--unseen", "6", "--epochs", "1"],
+        capture_output=True, text=True, timeout=1500,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Every stage ran bucket to bucket with the EMR steps' arguments" in done.stdout
+    stage_lines = [line for line in done.stdout.splitlines() if ".py --" in line]
+    scripts = [line.split(".py --")[0].split()[-1] for line in stage_lines]
+    assert scripts == ["prepare_captions", "extract_features", "train_decoder", "evaluate", "caption_images"]
+    assert all("s3://" in line and "/tmp" not in line for line in stage_lines)
+    copy = workdir / "captioning-results"
+    metrics = json.loads((copy / "runs" / "demo" / "evaluation" / "metrics.json").read_text())
+    assert metrics["images"] > 0
+    assert (copy / "captions" / "gallery.html").exists()
+    rows = _exports(copy)
+    assert len(rows) == 6 and {row["uri"].split("/unseen/")[0] for row in rows} == {"s3://captioning-data/photos"}

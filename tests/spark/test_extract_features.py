@@ -1,4 +1,10 @@
+import glob
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -107,3 +113,28 @@ def test_images_from_s3_prefix(spark, sample_dataset, s3_bucket, tmp_path):
     assert all(listed[r.uri] == r.version for r in rows.itertuples())
     assert rows.set_index("image_id").loc["broken.jpg", "status"] == "error"
     assert (rows.status == "ok").sum() == 5
+
+
+def test_a_killed_run_leaves_no_part_behind_even_when_the_next_run_has_nothing_to_do(spark, sample_dataset, tmp_path):
+    _, summary = sample_dataset
+    folder, store = str(tmp_path / "in"), str(tmp_path / "store")
+    make_image_folder(folder, summary.images_uri, good=6, bad=False, nested=False)
+    assert extract_features.main(["--input", folder, "--output", store, *ARGS], spark=spark) == 0
+    listed = read_manifest(store).parts
+    extra = os.path.join(folder, "more")
+    make_image_folder(extra, summary.images_uri, good=40, bad=False, nested=False)
+    args = ["--input", folder, "--output", store, *ARGS, "--batch-size", "2", "--images-per-partition", "2", "--lease-seconds", "3"]
+    process = subprocess.Popen([sys.executable, "-m", "captioning.pipeline.extract_features", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and process.poll() is None and not glob.glob(os.path.join(store, "parts", "*", "_temporary", "**", "*.parquet"), recursive=True):
+            time.sleep(0.2)
+        assert process.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert set(os.listdir(os.path.join(store, "parts"))) > set(listed)  # the killed run's part, unlisted
+    shutil.rmtree(extra)  # the next run has nothing new to compute
+    assert extract_features.main(["--input", folder, "--output", store, *ARGS, "--lease-wait-seconds", "30"], spark=spark) == 0
+    assert read_manifest(store).parts == listed
+    assert sorted(os.listdir(os.path.join(store, "parts"))) == sorted(listed)

@@ -8,9 +8,9 @@ import importlib
 import os
 
 from captioning.aws.plan import argv_per_step
-from captioning.aws.statemachines import Deployment
+from captioning.aws.deployment import Deployment
 
-DEPLOYMENT = Deployment("s3://artifacts-bucket/artifacts", "s3://logs-bucket/emr/", "emr-service", "emr-profile", "subnet-0abc")
+DEPLOYMENT = Deployment("s3://artifacts-bucket/artifacts", "s3://logs-bucket/emr/", "emr-service", "emr-profile", "subnet-0abc", "emr-security")
 
 
 def job_and_arguments(argv: list[str]) -> tuple[str, list[str]]:

@@ -1,4 +1,4 @@
-"""The AWS definitions: template, state machines, step arguments, bootstrap — without AWS.
+"""The AWS definitions: template, state machines, step arguments — without AWS.
 
 External checkers run as subprocesses: cfn-lint (a Python dependency of moto, in the
 test environment) and the npm asl-validator (``make asl-validator`` installs it into
@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -18,28 +19,33 @@ import pytest
 from captioning.aws import asl, layout
 from captioning.aws.cluster import ClusterConfig
 from captioning.aws.package import PackageError, node_requirements, pinned_version
-from captioning.aws.plan import PlanError, argv_per_step, check_input, plan, simulate
+from captioning.aws.plan import ObjectMissing, ObjectUnreadable, PlanError, argv_per_step, check_input, plan, simulate
 from captioning.aws.stack import DEPLOYMENT_OUTPUTS
-from captioning.aws.statemachines import (
+from captioning.aws.definition import (
     ADD_STEP,
     CREATE,
+    GET_OBJECT,
     INVALID,
+    LEASE_FREE,
+    LEASE_HELD,
+    LEASE_MALFORMED,
+    LEASE_UNREADABLE,
+    READ_LEASE,
     NOT_STARTED,
     TERMINATE,
     TERMINATE_AFTER_FAILURE,
-    Deployment,
-    asl_path,
     build,
-    generated_files,
-    pipelines,
-    template_path,
 )
+from captioning.aws.deployment import Deployment
+from captioning.aws.pipelines import pipelines
+from captioning.aws.statemachines import asl_path, generated_files, template_path
 from captioning.aws.steps import Fmt, JobUnavailable, Ref, Splice, StepArgumentError, check_argv, job_arguments, job_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOYMENT = Deployment("s3://artifacts-bucket/artifacts", "s3://logs-bucket/emr/", "emr-service", "emr-profile", "subnet-0abc")
+DEPLOYMENT = Deployment("s3://artifacts-bucket/artifacts", "s3://logs-bucket/emr/", "emr-service", "emr-profile", "subnet-0abc,subnet-0def", "emr-security")
 EXAMPLES = {"training": ROOT / "emr/examples/training-input.json", "bulk_captioning": ROOT / "emr/examples/bulk-captioning-input.json"}
 PIPELINE_NAMES = sorted(pipelines())
+BEFORE_CLUSTER_FAILURES = {INVALID, LEASE_HELD, LEASE_MALFORMED, LEASE_UNREADABLE}
 
 
 def definition_of(name: str) -> dict:
@@ -189,8 +195,8 @@ def fail_path_problems(document: dict) -> list[str]:
                 problems.append(f"success without terminating: {path}")
             continue
         if create not in path:
-            if path[-1] != INVALID:
-                problems.append(f"only the input check may fail before the cluster: {path}")
+            if path[-1] not in BEFORE_CLUSTER_FAILURES:
+                problems.append(f"only the input and lease checks may fail before the cluster: {path}")
             continue
         after = path[path.index(create) + 1 :]
         if after == (NOT_STARTED,):
@@ -367,7 +373,7 @@ def test_check_argv_reports_the_parsers_own_message():
 
 
 def test_training_argv_per_step_for_an_input():
-    argv = argv_per_step("training", {"artifacts_version": "v7", "dataset": "s3://d/flickr8k", "output": "s3://o/run", "epochs": 5}, DEPLOYMENT)
+    argv = argv_per_step("training", {"artifacts_version": "v7", "dataset": "s3://d/flickr8k", "output": "s3://o/run", "backbone_weights": "s3://w/resnet.h5", "epochs": 5}, DEPLOYMENT)
     assert list(argv) == ["Prepare captions", "Extract features", "Train decoder", "Evaluate"]
     submit = ["spark-submit", "--master", "yarn", "--deploy-mode", "cluster"]
     assert argv["Prepare captions"] == submit + [
@@ -376,7 +382,7 @@ def test_training_argv_per_step_for_an_input():
     ]
     assert argv["Extract features"][-9:] == [
         "s3://artifacts-bucket/artifacts/v7/jobs/extract_features.py",
-        "--input", "s3://d/flickr8k", "--output", "s3://o/run/features/resnet50", "--backbone", "resnet50", "--weights", "imagenet",
+        "--input", "s3://d/flickr8k", "--output", "s3://o/run/features/resnet50", "--backbone", "resnet50", "--weights", "s3://w/resnet.h5",
     ]
     train = argv["Train decoder"]
     assert "spark.driver.resource.gpu.amount=1" in train
@@ -388,7 +394,7 @@ def test_training_argv_per_step_for_an_input():
 
 
 def test_data_parallel_training_gets_one_executor_and_one_gpu_per_worker():
-    argv = argv_per_step("training", {"artifacts_version": "v7", "dataset": "s3://d/flickr8k", "output": "s3://o/run", "train_workers": 3}, DEPLOYMENT)
+    argv = argv_per_step("training", {"artifacts_version": "v7", "dataset": "s3://d/flickr8k", "output": "s3://o/run", "backbone_weights": "none", "train_workers": 3}, DEPLOYMENT)
     train = argv["Train decoder"]
     confs = [train[i + 1] for i, piece in enumerate(train) if piece == "--conf"]
     assert "spark.executor.instances=3" in confs
@@ -401,7 +407,7 @@ def test_data_parallel_training_gets_one_executor_and_one_gpu_per_worker():
 def test_bulk_argv_splices_every_input_prefix_and_extra_arguments():
     argv = argv_per_step(
         "bulk_captioning",
-        {"artifacts_version": "v7", "inputs": ["s3://a/x/", "s3://b/"], "model": "s3://o/run/model", "output": "s3://o/captions",
+        {"artifacts_version": "v7", "inputs": ["s3://a/x/", "s3://b/"], "model": "s3://o/run/model", "output_bucket": "o", "output_prefix": "captions",
          "caption_images_args": ["--recaption", "--backbone-weights", "s3://w/resnet.h5"], "beam_width": 5},
         DEPLOYMENT,
     )["Caption images"]
@@ -420,7 +426,8 @@ def test_cluster_request_from_the_machine():
     assert cluster["ReleaseLabel"] == config.release_label and cluster["ReleaseLabel"].startswith("emr-7.")
     assert [a["Name"] for a in cluster["Applications"]] == ["Hadoop", "Spark"]
     assert (cluster["LogUri"], cluster["ServiceRole"], cluster["JobFlowRole"]) == ("s3://logs-bucket/emr/", "emr-service", "emr-profile")
-    assert cluster["Instances"]["Ec2SubnetIds"] == ["subnet-0abc"]
+    assert cluster["Instances"]["Ec2SubnetIds"] == ["subnet-0abc", "subnet-0def"]  # EMR picks the zone with capacity
+    assert cluster["SecurityConfiguration"] == "emr-security"
     fleets = {f["InstanceFleetType"]: f for f in cluster["Instances"]["InstanceFleets"]}
     assert [c["InstanceType"] for c in fleets["MASTER"]["InstanceTypeConfigs"]] == ["m5.xlarge"]
     assert {c["InstanceType"] for c in fleets["CORE"]["InstanceTypeConfigs"]} == {"g4dn.xlarge", "g5.xlarge"}
@@ -438,7 +445,7 @@ def test_cluster_request_from_the_machine():
     assert classes["capacity-scheduler"]["Properties"]["yarn.scheduler.capacity.resource-calculator"].endswith("DominantResourceCalculator")
     spark = classes["spark-defaults"]["Properties"]
     assert spark["spark.executor.resource.gpu.amount"] == "1"
-    assert spark["spark.executor.resource.gpu.discoveryScript"] == "/usr/lib/spark/scripts/gpu/getGpusResources.sh"
+    assert spark["spark.executor.resource.gpu.discoveryScript"] == config.gpu_discovery_script
     (export,) = classes["spark-env"]["Configurations"]
     assert export["Properties"]["PYSPARK_PYTHON"] == "/opt/captioning/venv/bin/python"
 
@@ -480,40 +487,6 @@ def test_missing_and_unknown_input_fields_are_refused():
 def test_example_inputs_run_to_the_end(name):
     planned = plan(name, example_input(name), DEPLOYMENT)
     assert planned.visited[-2:] == ("Terminate cluster", "Succeeded")
-
-
-# --- bootstrap -------------------------------------------------------------------------------
-
-
-BOOTSTRAP = ROOT / "emr/bootstrap.sh"
-
-
-def test_bootstrap_is_valid_bash():
-    result = subprocess.run(["bash", "-n", str(BOOTSTRAP)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
-def test_bootstrap_passes_shellcheck():
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run(["shellcheck", str(BOOTSTRAP)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
-
-
-def test_bootstrap_agrees_with_the_layout_and_the_cluster_config():
-    text = BOOTSTRAP.read_text()
-    config = ClusterConfig()
-    assert f'"$ARTIFACTS/{layout.CONSTRAINTS}"' in text
-    assert f'"$ARTIFACTS/{layout.WHEELS}/"' in text
-    assert all(name.replace("gpu", "$KIND").replace("cpu", "$KIND") in text for name in layout.NODE_REQUIREMENTS.values())
-    assert f'VENV="{config.venv}"' in text
-    assert f'CGROUP_ROOT="{config.cgroup_root}"' in text
-    assert "mount -t cgroup -o devices" in text
-
-
-def test_bootstrap_refuses_to_run_without_artifacts(tmp_path):
-    result = subprocess.run(["bash", str(BOOTSTRAP)], capture_output=True, text=True)
-    assert result.returncode != 0 and "--artifacts" in result.stdout
 
 
 # --- packaging helpers -----------------------------------------------------------------------
@@ -574,3 +547,89 @@ def test_fmt_and_ref_reject_malformed_templates():
         Fmt("{}/{}", (Ref("$.a"),))
     with pytest.raises(ValueError):
         Ref("config.a")
+
+
+# --- the bulk machine's output lease ---------------------------------------------------------
+
+
+def lease_body(expires_at) -> str:
+    return json.dumps({"holder": "run-7", "acquired_at": "2026-11-28T20:00:00Z", "renewed_at": "2026-11-28T21:00:00Z", "expires_at": expires_at, "period_seconds": 600})
+
+
+def bulk_input(**changes) -> dict:
+    return {**example_input("bulk_captioning"), "output_bucket": "out-bucket", "output_prefix": "captions/weekly", **changes}
+
+
+def test_the_bulk_machine_reads_the_output_lease_right_before_creating_the_cluster():
+    states = definition_of("bulk_captioning")["States"]
+    (reader,) = only(states, GET_OBJECT)
+    assert states["Flatten step arguments"]["Next"] == reader == READ_LEASE
+    catches = {c["ErrorEquals"][0]: c["Next"] for c in states[reader]["Catch"]}
+    assert catches == {"S3.NoSuchKeyException": "Create cluster", "States.ALL": LEASE_UNREADABLE}
+    assert states[reader]["Next"] == LEASE_FREE and states[LEASE_FREE]["Default"] == "Create cluster"
+    assert not only(definition_of("training")["States"], GET_OBJECT), "training outputs have no lease"
+
+
+@pytest.mark.parametrize("prefix", ["captions", "a/b/c"])
+def test_the_lease_is_read_at_the_output_folder_the_job_writes(prefix):
+    seen = []
+
+    def missing(b, k):
+        seen.append((b, k))
+        raise ObjectMissing(f"s3://{b}/{k}")
+
+    planned = plan("bulk_captioning", bulk_input(output_prefix=prefix), DEPLOYMENT, read_object=missing)
+    assert seen == [("out-bucket", f"{prefix}/_lease.json")] and planned.reads == (f"s3://out-bucket/{prefix}/_lease.json",)
+    argv = planned.steps[0].args
+    assert argv[argv.index("--output") + 1] == f"s3://out-bucket/{prefix}"  # the folder whose lease the job takes
+    assert planned.visited[-3:] == ("Caption images", "Terminate cluster", "Succeeded") and LEASE_FREE not in planned.visited
+
+
+def test_an_expired_lease_lets_the_run_start():
+    planned = plan("bulk_captioning", bulk_input(), DEPLOYMENT, read_object=lambda b, k: lease_body("2020-01-01T00:00:00Z"))
+    assert LEASE_FREE in planned.visited and "Create cluster" in planned.visited
+
+
+@pytest.mark.parametrize("expires_at", ["2026-11-28T22:00:00.001Z", "2026-11-28T23:30:00+01:00"])
+def test_a_lease_expiring_after_the_check_stops_the_run_before_any_cluster(expires_at):
+    now = datetime(2026, 11, 28, 22, 0, 0, tzinfo=timezone.utc)
+    definition = definition_of("bulk_captioning")
+    with pytest.raises(PlanError, match="OutputLeaseHeld") as caught:
+        simulate(definition, bulk_input(), DEPLOYMENT, read_object=lambda b, k: lease_body(expires_at), now=now)
+    assert LEASE_HELD in str(caught.value) and "_lease.json" in str(caught.value)
+    free = simulate(definition, bulk_input(), DEPLOYMENT, read_object=lambda b, k: lease_body("2026-11-28T21:59:59Z"), now=now)
+    assert free.cluster["Name"].startswith("captioning-bulk-captioning-")
+
+
+@pytest.mark.parametrize("body", [json.dumps({"holder": "run-7"}), lease_body("next tuesday"), lease_body(1764367200)])
+def test_a_malformed_lease_stops_the_run_before_any_cluster(body):
+    with pytest.raises(PlanError, match="OutputLeaseMalformed"):
+        plan("bulk_captioning", bulk_input(), DEPLOYMENT, read_object=lambda b, k: body)
+
+
+def test_an_unreadable_lease_stops_the_run_with_the_s3_error():
+    def denied(bucket, key):
+        raise ObjectUnreadable("S3.AccessDeniedException", f"s3://{bucket}/{key}: Access Denied")
+
+    with pytest.raises(PlanError, match="Output lease not readable.*S3.AccessDeniedException.*Access Denied"):
+        plan("bulk_captioning", bulk_input(), DEPLOYMENT, read_object=denied)
+
+
+@pytest.mark.parametrize("changes", [{"output_bucket": "s3://out-bucket"}, {"output_bucket": "out-bucket/captions"}, {"output_prefix": "captions/"}, {"output_prefix": "/captions"}])
+def test_bulk_output_must_be_a_bucket_and_a_prefix_without_outer_slashes(changes):
+    with pytest.raises(PlanError, match="InvalidInput"):
+        plan("bulk_captioning", bulk_input(**changes), DEPLOYMENT)
+
+
+def test_a_lease_refusal_is_not_retried_but_training_steps_are():
+    bulk = definition_of("bulk_captioning")["States"]
+    assert "Retry" not in bulk["Caption images"], "a step's failure cannot be told apart from the job refusing a held lease"
+    training = definition_of("training")["States"]
+    assert all(training[s]["Retry"][0]["ErrorEquals"] == ["States.TaskFailed"] for s in only(training, ADD_STEP))
+
+
+def test_intrinsics_for_subnets_and_lease_bodies():
+    assert asl.evaluate("States.StringSplit('subnet-a,subnet-b', ',')", {}) == ["subnet-a", "subnet-b"]
+    with pytest.raises(asl.AslError, match="empty pieces"):
+        asl.evaluate("States.StringSplit('a,,b', ',')", {})
+    assert asl.evaluate("States.StringToJson($.Body)", {"Body": '{"expires_at": "x"}'}) == {"expires_at": "x"}

@@ -326,8 +326,28 @@ def test_not_an_image(data):
 
 
 def test_format_outside_the_allowed_list_names_it(photo_png):
-    error = expect_error("not_an_image", photo_png, config=DecodeConfig(formats=("JPEG",)))
+    error = expect_error("unsupported_format", photo_png, config=DecodeConfig(formats=("JPEG",)))
     assert "PNG files are not accepted" in error.message
+
+
+def heif_header(brand: bytes) -> bytes:
+    """The start of an ISO base media file (HEIC, AVIF): a ftyp box naming the brand, then junk."""
+    return b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00" + brand + b"mif1" + b"\x00" * 200
+
+
+def test_heic_is_an_unsupported_format_not_a_stray_file():
+    error = expect_error("unsupported_format", heif_header(b"heic"))
+    assert "HEIC files cannot be decoded by this installation" in error.message
+
+
+def test_tiff_and_avif_photos_decode(photo_jpeg):
+    from PIL import features
+
+    photo = Image.open(io.BytesIO(photo_jpeg))
+    for fmt in ["TIFF"] + (["AVIF"] if features.check("avif") else []):
+        buffer = io.BytesIO()
+        photo.save(buffer, format=fmt)
+        assert decode_image(buffer.getvalue(), (32, 32)).shape == (32, 32, 3), fmt
 
 
 def test_truncated_jpeg(photo_jpeg):
@@ -374,7 +394,7 @@ def test_pillow_bomb_warning_does_not_leak():
 
 
 def test_error_is_picklable_and_reasons_are_stable():
-    assert REASONS == ("empty", "not_an_image", "truncated", "corrupt", "too_large")
+    assert REASONS == ("empty", "not_an_image", "truncated", "corrupt", "too_large", "unsupported_format")
     error = pickle.loads(pickle.dumps(ImageDecodeError("corrupt", "bad data")))
     assert (error.reason, error.message, str(error)) == ("corrupt", "bad data", "corrupt: bad data")
     with pytest.raises(ValueError, match="unknown image decode reason"):
@@ -387,10 +407,10 @@ def test_error_is_picklable_and_reasons_are_stable():
 def test_is_image_name():
     from captioning.data.layout import IMAGE_EXTENSIONS, is_image_name
 
-    assert set(IMAGE_EXTENSIONS) == {"jpg", "jpeg", "png", "webp", "bmp", "gif"}
-    for name in ["a.jpg", "B.JPEG", "s3://bucket/x/y.Png", "c.webp", "d.bmp", "e.GIF", "/tmp/dir.v2/f.jpg"]:
+    assert set(IMAGE_EXTENSIONS) == {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif"}
+    for name in ["a.jpg", "B.JPEG", "s3://bucket/x/y.Png", "c.webp", "d.bmp", "e.GIF", "/tmp/dir.v2/f.jpg", "scan.TIF", "g.tiff", "phone.HEIC", "h.avif"]:
         assert is_image_name(name), name
-    for name in ["a.txt", "jpg", "a.jpg.txt", "s3://bucket/images.jpg/", "noext", "a.tiff", ".jpg/x"]:
+    for name in ["a.txt", "jpg", "a.jpg.txt", "s3://bucket/images.jpg/", "noext", "a.psd", ".jpg/x"]:
         assert not is_image_name(name), name
 
 

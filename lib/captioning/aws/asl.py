@@ -4,12 +4,14 @@ Writing: ``quote`` turns a Python string into an intrinsic-function string liter
 ``quote_template`` does the same for a States.Format template (keeping its ``{}``
 placeholders) and ``call`` builds ``States.X(...)`` invocations.
 
-Evaluating: the state machines here only compute values in Pass states (paths, and the
-intrinsics States.Format, States.Array, States.JsonMerge and States.ArrayLength), so this
-module evaluates exactly that subset, with the rules the Step Functions documentation
-gives: ``Key.$`` fields hold a path or an intrinsic, ``\\'``, ``\\{``, ``\\}`` and ``\\\\``
-are the escapes inside string literals, a path with ``[*]`` returns the list of every
-match (``$.a[*][*]`` flattens a list of lists), ResultPath ``null`` discards a result.
+Evaluating: the state machines here only compute values in Pass states and result
+selectors (paths and the intrinsics States.Format, States.Array,
+States.JsonMerge, States.ArrayLength, States.StringSplit and States.StringToJson), so
+this module evaluates exactly that subset, with the rules the Step Functions
+documentation gives: ``Key.$`` fields hold a path or an intrinsic, ``\\'``, ``\\{``,
+``\\}`` and ``\\\\`` are the escapes inside string literals, a path with ``[*]`` returns
+the list of every match (``$.a[*][*]`` flattens a list of lists), ResultPath ``null``
+discards a result.
 ``plan`` uses it to compute what a state machine would run, without AWS. Anything outside
 the subset raises ``AslError`` rather than being guessed.
 """
@@ -69,9 +71,10 @@ class Context:
 
     execution_name: str
     execution_input: Any
+    entered_time: str = ""  # $$.State.EnteredTime of the current state
 
     def as_json(self) -> dict:
-        return {"Execution": {"Name": self.execution_name, "Input": self.execution_input}}
+        return {"Execution": {"Name": self.execution_name, "Input": self.execution_input}, "State": {"EnteredTime": self.entered_time}}
 
 
 def read_path(path: str, data: Any, context: Context | None = None) -> Any:
@@ -259,10 +262,31 @@ def _array_length(value: Any) -> int:
     return len(value)
 
 
+def _string_split(text: Any, delimiters: Any) -> list[str]:
+    """Split at every character of ``delimiters``; empty pieces are outside the subset."""
+    if not isinstance(text, str) or not isinstance(delimiters, str) or not delimiters:
+        raise AslError("States.StringSplit takes a string and a non-empty string of delimiter characters")
+    pieces = re.split("[" + re.escape(delimiters) + "]", text)
+    if any(piece == "" for piece in pieces):
+        raise AslError(f"States.StringSplit of {text!r}: empty pieces are outside the supported subset")
+    return pieces
+
+
+def _string_to_json(text: Any) -> Any:
+    if not isinstance(text, str):
+        raise AslError("States.StringToJson needs a string")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise AslError(f"States.StringToJson: not JSON ({error})") from None
+
+
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "Array": lambda *args: list(args),
     "JsonMerge": _json_merge,
     "ArrayLength": _array_length,
+    "StringSplit": _string_split,
+    "StringToJson": _string_to_json,
 }
 
 

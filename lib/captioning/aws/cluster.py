@@ -10,8 +10,9 @@ Nvidia RAPIDS Accelerator for Apache Spark"), without the RAPIDS SQL plugin itse
 YARN's GPU resource plugin with the LinuxContainerExecutor and a cgroup v1 devices mount
 (made by emr/bootstrap.sh at ``cgroup_root``), the DominantResourceCalculator so GPUs
 count in scheduling, and Spark's resource scheduling (one GPU per executor, the task's
-share per step, EMR's discovery script). Every core and task instance type must have an
-NVIDIA GPU: the NodeManager's GPU plugin is configured on every node.
+share per step, and the project's own GPU discovery script, which the bootstrap installs
+from the artifacts). Every core and task instance type must have an NVIDIA GPU: the
+NodeManager's GPU plugin is configured on every node.
 
 The memory settings are sized for the 16 GiB "xlarge" GPU instances (g4dn.xlarge,
 g5.xlarge), of which YARN gets roughly 12 GiB: executor 4g + 3g overhead (TensorFlow runs
@@ -28,6 +29,9 @@ from captioning.aws.steps import Ref
 Field = Union[str, int, Ref, list]
 
 MANAGED_POLICY_TAG = ("for-use-with-amazon-emr-managed-policies", "true")  # AmazonEMRServicePolicy_v2 acts only on tagged resources
+# Every cluster carries this tag; the template lets the state machine role create only
+# clusters tagged with it and add steps to or terminate only clusters that have it.
+PROJECT_TAG = ("project", "captioning")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class ClusterConfig:
     idle_timeout_s: int = 3600  # EMR ends a cluster idle this long: the net under every failure path
     venv: str = "/opt/captioning/venv"  # created by emr/bootstrap.sh (its --venv default)
     cgroup_root: str = "/spark-rapids-cgroup"  # mounted by emr/bootstrap.sh (its CGROUP_ROOT)
-    gpu_discovery_script: str = "/usr/lib/spark/scripts/gpu/getGpusResources.sh"  # shipped with EMR's Spark
+    gpu_discovery_script: str = "/opt/captioning/gpu-discovery.sh"  # installed by emr/bootstrap.sh (its DISCOVERY default)
     executor_cores: int = 2
     executor_memory: str = "4g"
     executor_memory_overhead: str = "3g"
@@ -161,7 +165,8 @@ def cluster_parameters(
     log_uri: Field,
     service_role: Field,
     instance_profile: Field,
-    subnet_id: Field,
+    subnet_ids: Field,
+    security_configuration: Field,
     core_on_demand: Field,
     core_spot: Field,
     tags: tuple[tuple[str, str], ...] = (),
@@ -179,7 +184,7 @@ def cluster_parameters(
     if config.task_spot:
         fleets.append(_fleet("Task GPU", "TASK", config.task_types, 0, config.task_spot, config))
     instances: dict = {"KeepJobFlowAliveWhenNoSteps": True, "TerminationProtected": False, "InstanceFleets": fleets}
-    _put(instances, "Ec2SubnetIds", [subnet_id] if not isinstance(subnet_id, Ref) else subnet_id)
+    _put(instances, "Ec2SubnetIds", subnet_ids)  # instance fleets: EMR picks the subnet (zone) with capacity
     bootstrap: dict = {}
     _put(bootstrap, "Path", bootstrap_path)
     _put(bootstrap, "Args", bootstrap_args)
@@ -190,6 +195,7 @@ def cluster_parameters(
     _put(request, "LogUri", log_uri)
     _put(request, "ServiceRole", service_role)
     _put(request, "JobFlowRole", instance_profile)
+    _put(request, "SecurityConfiguration", security_configuration)
     request["VisibleToAllUsers"] = True
     request["EbsRootVolumeSize"] = config.ebs_root_volume_gb
     request["AutoTerminationPolicy"] = {"IdleTimeout": config.idle_timeout_s}

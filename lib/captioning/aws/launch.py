@@ -9,7 +9,9 @@ request and the same step argument lists as the Step Functions execution (they c
 simulating the generated definition, see ``plan``), sent as one ``run_job_flow`` call with
 the steps included, ``KeepJobFlowAliveWhenNoSteps`` false and ``ActionOnFailure``
 TERMINATE_CLUSTER, so the cluster ends after the last step or the first failure. There is
-no retry of a failed step here. Prints the cluster id.
+no retry of a failed step here. The output lease the bulk state machine checks is read
+from the real bucket the same way, so a held output stops launch before any cluster.
+Prints the cluster id.
 """
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from captioning.aws.plan import Plan, PlanError, plan
-from captioning.aws.statemachines import Deployment, pipelines
+from captioning.aws.awserrors import AwsError, aws_call, one_line
+from captioning.aws.plan import ObjectMissing, ObjectReader, ObjectUnreadable, Plan, PlanError, plan
+from captioning.aws.deployment import Deployment
+from captioning.aws.pipelines import pipelines
 from captioning.aws.steps import JobUnavailable, StepArgumentError, check_argv, job
 
 
@@ -66,12 +70,34 @@ def parse_setting(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def s3_reader(client=None) -> ObjectReader:
+    """Read S3 objects for the plan's simulation, with the S3 integration's error names."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    def read(bucket: str, key: str) -> str:
+        import boto3
+
+        s3 = client or boto3.client("s3")
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404"):
+                raise ObjectMissing(f"s3://{bucket}/{key}") from None
+            raise ObjectUnreadable(f"S3.{code}Exception", f"s3://{bucket}/{key}: {one_line(error)}") from None
+        except BotoCoreError as error:
+            raise ObjectUnreadable("States.TaskFailed", f"s3://{bucket}/{key}: {one_line(error)}") from None
+
+    return read
+
+
 def launch(planned: Plan, client=None) -> str:
     """``run_job_flow`` with the planned cluster and steps; returns the cluster id."""
     import boto3
 
-    client = client or boto3.client("emr")
-    return client.run_job_flow(**run_job_flow_request(planned))["JobFlowId"]
+    with aws_call(f"starting cluster {planned.cluster['Name']}"):
+        client = client or boto3.client("emr")
+        return client.run_job_flow(**run_job_flow_request(planned))["JobFlowId"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,14 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         execution_input.update(dict(args.set))
         target: Deployment = deployment(args)
         name = args.name or time.strftime("launch-%Y%m%dT%H%M%SZ", time.gmtime())
-        planned = plan(args.pipeline, execution_input, target, execution_name=name)
+        planned = plan(args.pipeline, execution_input, target, execution_name=name, read_object=s3_reader())
         for unchecked in check_steps(planned):
             print(f"warning: {unchecked}: its module cannot be imported here, so its arguments were not checked", file=sys.stderr)
         if args.dry_run:
             print(json.dumps(run_job_flow_request(planned), indent=1))
             return 0
         cluster_id = launch(planned)
-    except (OSError, json.JSONDecodeError, PlanError, StackError, StepArgumentError) as error:
+    except (OSError, json.JSONDecodeError, AwsError, PlanError, StackError, StepArgumentError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(cluster_id)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from captioning.aws.statemachines import Deployment
+from captioning.aws.awserrors import aws_call
+from captioning.aws.deployment import Deployment
 
 # Deployment field -> stack output that holds it
 DEPLOYMENT_OUTPUTS = {
@@ -16,7 +17,8 @@ DEPLOYMENT_OUTPUTS = {
     "log_uri": "LogUri",
     "service_role": "EmrServiceRoleName",
     "instance_profile": "EmrInstanceProfileName",
-    "subnet_id": "SubnetId",
+    "subnet_ids": "SubnetIds",
+    "security_configuration": "SecurityConfigurationName",
 }
 
 
@@ -27,8 +29,9 @@ class StackError(RuntimeError):
 def outputs(stack_name: str, client=None) -> dict[str, str]:
     import boto3
 
-    client = client or boto3.client("cloudformation")
-    stacks = client.describe_stacks(StackName=stack_name)["Stacks"]
+    with aws_call(f"reading the outputs of stack {stack_name}"):
+        client = client or boto3.client("cloudformation")
+        stacks = client.describe_stacks(StackName=stack_name)["Stacks"]
     if not stacks:
         raise StackError(f"no stack named {stack_name}")
     return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
@@ -41,7 +44,8 @@ def add_deployment_options(parser: argparse.ArgumentParser, fields: tuple[str, .
         "log_uri": "s3:// URI for the cluster logs (stack output LogUri)",
         "service_role": "EMR service role name (stack output EmrServiceRoleName)",
         "instance_profile": "EC2 instance profile name of the nodes (stack output EmrInstanceProfileName)",
-        "subnet_id": "subnet to start the cluster in (stack output SubnetId)",
+        "subnet_ids": "comma-separated subnets EMR may start the cluster in (stack output SubnetIds)",
+        "security_configuration": "EMR security configuration name (stack output SecurityConfigurationName)",
     }
     for name in fields:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=helps[name])

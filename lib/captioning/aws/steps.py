@@ -234,6 +234,7 @@ class SparkStep:
     extra: Ref | None = None
     timeout_s: int = 24 * 3600  # the state machine's TimeoutSeconds for the step
     deploy_mode: str = "cluster"
+    retry: bool = True  # the state machine reruns a failed step once
 
     @property
     def spec(self) -> Job:

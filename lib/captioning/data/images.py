@@ -42,7 +42,8 @@ NOT_AN_IMAGE = "not_an_image"  # no supported format recognises the bytes
 TRUNCATED = "truncated"  # the file ends before the image data does
 CORRUPT = "corrupt"  # recognised, but the header or the compressed data is damaged
 TOO_LARGE = "too_large"  # the header claims more pixels than DecodeConfig.max_pixels
-REASONS = (EMPTY, NOT_AN_IMAGE, TRUNCATED, CORRUPT, TOO_LARGE)
+UNSUPPORTED_FORMAT = "unsupported_format"  # a known image format this installation does not decode (or is not allowed to)
+REASONS = (EMPTY, NOT_AN_IMAGE, TRUNCATED, CORRUPT, TOO_LARGE, UNSUPPORTED_FORMAT)
 
 RESIZE_MODES = ("squash", "center_crop")
 RESAMPLE_FILTERS = {
@@ -51,8 +52,11 @@ RESAMPLE_FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-# "JPEG" also opens camera files with several pictures, which Pillow reports as MPO.
-DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+# "JPEG" also opens camera files with several pictures, which Pillow reports as MPO. AVIF
+# decodes where Pillow was built with libavif (its wheels are); HEIC needs a plugin Pillow
+# does not ship, so such files are answered with unsupported_format.
+DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "AVIF")
+_HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"hevx": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
 
 # Leading bytes of the formats above: recognised-but-unreadable files are "corrupt",
 # not "not_an_image", so a damaged photo is not mistaken for a stray text file.
@@ -160,16 +164,17 @@ def _open(data: bytes, config: DecodeConfig) -> Image.Image:
         ) from error
     except UnidentifiedImageError as error:
         claimed = _claimed_format(data)
-        if claimed in config.formats:
+        if claimed in config.formats and _decodable(claimed):
             raise ImageDecodeError(
                 CORRUPT,
                 f"the file starts like a {claimed} but its header is damaged or cut short; "
                 "re-export or re-upload the original",
             ) from error
         if claimed is not None:
+            why = "are not accepted" if _decodable(claimed) else "cannot be decoded by this installation"
             raise ImageDecodeError(
-                NOT_AN_IMAGE,
-                f"{claimed} files are not accepted (allowed formats: {', '.join(config.formats)}); convert it to JPEG or PNG",
+                UNSUPPORTED_FORMAT,
+                f"{claimed} files {why} (accepted: {', '.join(f for f in config.formats if _decodable(f))}); convert it to JPEG or PNG",
             ) from error
         raise ImageDecodeError(
             NOT_AN_IMAGE,
@@ -188,7 +193,15 @@ def _claimed_format(data: bytes) -> str | None:
             return name
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if data[4:8] == b"ftyp":  # ISO base media file: the brand says HEIC/HEIF or AVIF
+        return _HEIF_BRANDS.get(data[8:12])
     return None
+
+
+def _decodable(format_name: str) -> bool:
+    """Whether this Pillow has a decoder for the format (AVIF and HEIC depend on how it was built)."""
+    Image.init()
+    return format_name in Image.OPEN
 
 
 def _check_pixels(image: Image.Image, config: DecodeConfig) -> None:

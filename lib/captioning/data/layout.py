@@ -40,7 +40,7 @@ SPLIT_FILES = MappingProxyType(
 )
 # File name extensions of pictures, lower case. Names decide what is offered to the image
 # decoder; the decoder then judges the bytes (a ".jpg" that is not an image is an error row).
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif")
 
 LAYOUT_TOKEN = "token"  # Flickr8k.token.txt (+ split lists)
 LAYOUT_KAGGLE = "kaggle"  # captions.txt CSV

@@ -12,8 +12,9 @@ Each run captions only objects not yet answered: by default an object (same URI 
 version) answered once is not captioned again, whatever model answered it; with
 ``--recaption`` every object not yet captioned by *this* model is captioned again (a new
 model version over an old bucket). A run's rows become visible only when Spark commits
-its output; a run killed earlier leaves nothing visible, and the next run does its work.
-Runs on one output must not overlap: a lock object refuses a second concurrent run.
+its output; a run killed earlier leaves nothing visible, and the next run does its work
+(and removes what the killed run left half-written). Runs on one output never overlap:
+each holds the output's lease (:mod:`captioning.store.lease`) while it works.
 """
 from __future__ import annotations
 
@@ -21,17 +22,21 @@ import argparse
 import datetime as dt
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from captioning.model.captioner import encoder_for
 from captioning.model.encoder_spec import EncoderConfig
 from captioning.model.model_dir import read_info
 from captioning.model.search.config import SearchConfig
-from captioning.pipeline.options import add_reading_options, add_search_options, default, reading_from_args, search_from_args
+from captioning.pipeline.options import add_lease_options, add_reading_options, add_search_options, default, lease_from_args, reading_from_args, search_from_args
 from captioning.pipeline.reading import ImageReading
+from captioning.cluster.session import require_s3
 from captioning.pipeline.runner import run_stage, spark_for
 from captioning.store import storage
-from captioning.store.bulk_output import BulkOutput, OutputLock, new_run_id
+from captioning.store.bulk_output import BulkOutput, new_run_id
+from captioning.store.lease import Lease, LeaseConfig
 
 LOG = logging.getLogger("caption_images")
 
@@ -48,7 +53,7 @@ class CaptionJobConfig:
     reading: ImageReading = field(default_factory=ImageReading)
     recaption: bool = False
     gallery_cards: int = 500  # images shown in the HTML gallery; 0: no gallery
-    lock_timeout_hours: float = 12.0  # a lock older than this is considered abandoned
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reading_options(parser)
     parser.add_argument("--recaption", action="store_true", help="caption again every object this model has not captioned yet, even if an earlier model did")
     parser.add_argument("--gallery-cards", type=int, default=default(CaptionJobConfig, "gallery_cards"), help="images shown in the HTML gallery (default %(default)s; 0 = no gallery)")
-    parser.add_argument("--lock-timeout-hours", type=float, default=default(CaptionJobConfig, "lock_timeout_hours"), help="a lock older than this is considered abandoned (default %(default)s)")
+    add_lease_options(parser)
     return parser
 
 
@@ -69,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> CaptionJobConfig:
     return CaptionJobConfig(
         inputs=tuple(args.input), model_uri=args.model, output_uri=args.output, backbone_weights=args.backbone_weights,
         search=search_from_args(args), batch_size=args.batch_size, mixed_precision=args.mixed_precision, reading=reading_from_args(args),
-        recaption=args.recaption, gallery_cards=args.gallery_cards, lock_timeout_hours=args.lock_timeout_hours,
+        recaption=args.recaption, gallery_cards=args.gallery_cards, lease=lease_from_args(args),
     )
 
 
@@ -141,19 +146,53 @@ def unfinished_runs(spark, config: CaptionJobConfig) -> list[str]:
     return sorted(r for r in committed if not output.has_summary(r))
 
 
+class RunProgress:
+    """How far a run got: whether its rows' write returned, and the Spark context running it."""
+
+    def __init__(self) -> None:
+        self.written = False
+        self.jobs = None
+
+
+@contextmanager
+def discarded_if_interrupted(output: BulkOutput, run_id: str) -> Iterator[RunProgress]:
+    """A run stopped (SIGTERM, Ctrl-C, an error) before its rows' write returned leaves no rows.
+
+    Spark may commit the write between the signal and the job's cancellation; entered outside
+    ``spark_for``, this runs after an owned session has stopped, when nothing can commit any more.
+    """
+    progress = RunProgress()
+    try:
+        yield progress
+    except BaseException:
+        if not progress.written:
+            if progress.jobs is not None:
+                try:
+                    progress.jobs.cancelJobGroup(run_id)
+                except Exception:  # the context may already be stopped; the rows go either way
+                    LOG.debug("could not cancel the jobs of run %s", run_id, exc_info=True)
+            output.discard_run(run_id)
+        raise
+
+
 def run(config: CaptionJobConfig, spark=None) -> dict:
     from pyspark.sql import functions as F
 
     from captioning.pipeline.transforms.bulk_captions import OBJECT_SCHEMA, BulkConfig, caption_objects
 
     started = time.time()
+    storage.check_writable(config.output_uri)
     info = read_info(config.model_uri)
     encoder = encoder_for(info, config.backbone_weights, config.batch_size, config.mixed_precision)
     objects = list_objects(config.inputs)
     run_id = new_run_id(started)
     output = BulkOutput(config.output_uri)
     summary = {"run_id": run_id, "listed": len(objects), "model_id": info.identity}
-    with spark_for("caption-images", spark) as session, OutputLock(output, run_id, config.lock_timeout_hours):
+    with Lease(config.output_uri, run_id, config.lease) as lease, discarded_if_interrupted(output, run_id) as progress, spark_for("caption-images", spark) as session:
+        require_s3(session, [config.output_uri])
+        removed = output.remove_debris()
+        if removed:
+            LOG.info("removed what interrupted runs left half-written: %s", ", ".join(removed))
         for earlier in unfinished_runs(session, config):
             LOG.info("completing exports of earlier run %s", earlier)
             finish_run(session, config, earlier, {"recovered": True})
@@ -171,7 +210,12 @@ def run(config: CaptionJobConfig, spark=None) -> dict:
             return summary
         bulk = BulkConfig(model_uri=config.model_uri, model_id=info.identity, run_id=run_id, encoder=encoder, search=config.search, reading=config.reading)
         results = caption_objects(todo.repartition(config.reading.partitions_for(count, parallelism)), bulk)
+        lease.check()
+        session.sparkContext.setJobGroup(run_id, f"caption-images run {run_id}", interruptOnCancel=True)
+        progress.jobs = session.sparkContext
         results.drop("run_id").write.mode("overwrite").parquet(output.run_rows(run_id))
+        progress.written = True
+        lease.check()
         seconds = time.time() - started
         summary.update(new=count, seconds=round(seconds, 2), images_per_second=round(count / max(seconds, 1e-9), 2), started_at=dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat())
         summary = finish_run(session, config, run_id, summary)

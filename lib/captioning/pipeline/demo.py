@@ -5,6 +5,12 @@ caption a folder of unseen images -> HTML gallery. Every stage skips work alread
 so a second run reuses the first one's outputs and finishes quickly. The CNN uses
 seeded random weights (no ImageNet download here); the sample captions describe colours,
 shapes, sizes, counts and positions, which such features still carry.
+
+``--storage s3`` (``make demo STORAGE=s3``) runs the same pipeline bucket to bucket, as
+the EMR steps would: a local S3 server, the sample uploaded to a bucket, and each stage
+given exactly the arguments the training and bulk-captioning state machines compute for
+such an execution (simulated with :mod:`captioning.aws.plan`: nothing is deployed). The
+server keeps nothing once stopped, so the results bucket is copied into the work folder.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import logging
 import os
 import time
 
+from captioning.data.sample.generate import IMAGE_FOLDER
 from captioning.errors import InputError
 from captioning.pipeline.runner import parse_config, run_main, spark_for
 from captioning.store import storage
@@ -35,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--epochs", type=int, default=12, help="most training epochs (default 12; early stopping on dev loss)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample data and the models (default 0)")
+    parser.add_argument("--storage", choices=("local", "s3"), default="local", help="local folders, or buckets of a local S3 server with the EMR steps' arguments (default local)")
     return parser
 
 
@@ -56,7 +64,7 @@ RECIPE_FILE = "demo.json"
 
 def recipe_of(args: argparse.Namespace) -> dict:
     """What the demo's outputs depend on; a workdir holds the outputs of one recipe."""
-    return {"images": args.images, "unseen": args.unseen, "backbone": args.backbone, "pooling": args.pooling, "epochs": args.epochs, "seed": args.seed}
+    return {"images": args.images, "unseen": args.unseen, "backbone": args.backbone, "pooling": args.pooling, "epochs": args.epochs, "seed": args.seed, "storage": args.storage}
 
 
 def claim_workdir(work: str, recipe: dict) -> None:
@@ -88,44 +96,113 @@ def print_metrics_table(summary_uri: str) -> None:
     print("\n".join(table))
 
 
+def local_stages(args: argparse.Namespace, paths: dict) -> list[tuple[str, str, list[str]]]:
+    """(stage name, module, arguments) of the pipeline on local folders."""
+    return [
+        ("prepare captions", "prepare_captions", ["--dataset", paths["sample"], "--output", paths["prepared"]]),
+        ("extract features", "extract_features", ["--input", paths["sample"], "--output", paths["features"], "--backbone", args.backbone, "--weights", "none", "--pooling", args.pooling, "--seed", str(args.seed)]),
+        ("train decoder", "train_decoder", ["--captions", paths["prepared"], "--features", paths["features"], "--output", paths["model"], "--epochs", str(args.epochs), "--seed", str(args.seed)]),
+        ("evaluate", "evaluate", ["--model", paths["model"], "--features", paths["features"], "--captions", paths["prepared"], "--output", paths["evaluation"]]),
+        ("caption unseen images", "caption_images", ["--input", os.path.join(paths["unseen"], IMAGE_FOLDER), "--model", paths["model"], "--output", paths["captions"]]),
+    ]
+
+
+# Names a plan needs for the cluster request; the demo runs only the steps' job arguments.
+DEMO_DEPLOYMENT = ("s3://captioning-artifacts/artifacts", "s3://captioning-logs/emr/", "demo-emr-service-role", "demo-emr-instance-profile", "subnet-demo", "demo-security-configuration")
+DATA_BUCKET, RESULTS_BUCKET = "captioning-data", "captioning-results"
+
+
+def emr_stages(args: argparse.Namespace) -> tuple[list[tuple[str, str, list[str]]], dict]:
+    """The stages with the arguments the state machines give their EMR steps, and the URIs."""
+    from captioning.aws.deployment import Deployment
+    from captioning.aws.plan import argv_per_step
+
+    uris = {
+        "dataset": f"s3://{DATA_BUCKET}/flickr8k", "photos": f"s3://{DATA_BUCKET}/photos/unseen/",
+        "run": f"s3://{RESULTS_BUCKET}/runs/demo", "captions": f"s3://{RESULTS_BUCKET}/captions",
+    }
+    training = {
+        "artifacts_version": "demo", "dataset": uris["dataset"], "output": uris["run"], "backbone": args.backbone, "backbone_weights": "none",
+        "epochs": args.epochs, "extract_features_args": ["--pooling", args.pooling, "--seed", str(args.seed)], "train_decoder_args": ["--seed", str(args.seed)],
+    }
+    bulk = {"artifacts_version": "demo", "inputs": [uris["photos"]], "model": f"{uris['run']}/model", "output_bucket": RESULTS_BUCKET, "output_prefix": "captions"}
+    deployment = Deployment(*DEMO_DEPLOYMENT)
+    stages = []
+    for machine, execution in (("training", training), ("bulk_captioning", bulk)):
+        for state, argv in argv_per_step(machine, execution, deployment, execution_name="demo").items():
+            script = next(i for i, arg in enumerate(argv) if arg.endswith(".py"))
+            stages.append((state, os.path.basename(argv[script])[: -len(".py")], argv[script + 1 :]))
+    return stages, uris
+
+
+def run_stages(stages, spark, timings: dict) -> None:
+    import importlib
+
+    with spark_for("captioning-demo", spark) as session:
+        for name, module, argv in stages:
+            begin = time.time()
+            LOG.info("=== %s", name)
+            result = importlib.import_module(f"captioning.pipeline.{module}").main(argv, spark=session)
+            timings[name] = round(time.time() - begin, 1)
+            if result not in (0, None):
+                raise SystemExit(f"demo stopped: {name} failed (exit {result})")
+
+
 def run(args: argparse.Namespace, spark=None) -> int:
-    from captioning.pipeline import caption_images, evaluate, extract_features, prepare_captions, train_decoder
+    from captioning.pipeline import evaluate
 
     work = os.path.abspath(args.workdir)
     claim_workdir(work, recipe_of(args))
     paths = {name: os.path.join(work, name) for name in ("sample", "unseen", "prepared", "features", "model", "evaluation", "captions")}
-    timings = {}
+    timings: dict[str, float] = {}
     started = time.time()
-
-    def stage(name, fn):
+    for name, folder, count, seed in (("sample data", paths["sample"], args.images, args.seed), ("unseen images", paths["unseen"], args.unseen, args.seed + 1000)):
         begin = time.time()
-        LOG.info("=== %s", name)
-        result = fn()
-        timings[name] = round(time.time() - begin, 1)
-        if result not in (0, None):
-            raise SystemExit(f"demo stopped: {name} failed (exit {result})")
-
-    stage("generate sample data", lambda: ensure_sample(paths["sample"], args.images, args.seed))
-    stage("generate unseen images", lambda: ensure_sample(paths["unseen"], args.unseen, args.seed + 1000))
-    with spark_for("captioning-demo", spark) as spark:
-        stage("prepare captions", lambda: prepare_captions.main(["--dataset", paths["sample"], "--output", paths["prepared"]], spark=spark))
-        stage("extract features", lambda: extract_features.main(["--input", paths["sample"], "--output", paths["features"], "--backbone", args.backbone, "--weights", "none", "--pooling", args.pooling, "--seed", str(args.seed)], spark=spark))
-        stage("train decoder", lambda: train_decoder.main(["--captions", paths["prepared"], "--features", paths["features"], "--output", paths["model"], "--epochs", str(args.epochs), "--seed", str(args.seed)], spark=spark))
-        stage("evaluate", lambda: evaluate.main(["--model", paths["model"], "--features", paths["features"], "--captions", paths["prepared"], "--output", paths["evaluation"]], spark=spark))
-        unseen_images = os.path.join(paths["unseen"], "Flicker8k_Dataset")
-        stage("caption unseen images", lambda: caption_images.main(["--input", unseen_images, "--model", paths["model"], "--output", paths["captions"]], spark=spark))
+        ensure_sample(folder, count, seed)
+        timings[f"generate {name}"] = round(time.time() - begin, 1)
+    if args.storage == "local":
+        run_stages(local_stages(args, paths), spark, timings)
+        results = paths
+    else:
+        results = run_on_local_s3(args, paths, work, timings)
     print()
-    print_metrics_table(os.path.join(paths["evaluation"], evaluate.SUMMARY))
+    print_metrics_table(os.path.join(results["evaluation"], evaluate.SUMMARY))
     print()
     print(f"Pipeline finished in {time.time() - started:.0f}s ({', '.join(f'{k}: {v}s' for k, v in timings.items())})")
     print(f"  sample dataset      {paths['sample']}")
-    print(f"  captions table      {paths['prepared']}/captions  (vocabulary: vocab.json, report: summary.json)")
-    print(f"  feature store       {paths['features']}")
-    print(f"  model directory     {paths['model']}  (loss curve: loss.png)")
-    print(f"  evaluation          {paths['evaluation']}/summary.md")
-    print(f"  bulk captions       {paths['captions']}/captions  (JSON Lines: exports/, runs/)")
-    print(f"  gallery             {paths['captions']}/gallery.html")
+    print(f"  captions table      {results['prepared']}/captions  (vocabulary: vocab.json, report: summary.json)")
+    print(f"  feature store       {results['features']}")
+    print(f"  model directory     {results['model']}  (loss curve: loss.png)")
+    print(f"  evaluation          {results['evaluation']}/summary.md")
+    print(f"  bulk captions       {results['captions']}/captions  (JSON Lines: exports/, runs/)")
+    print(f"  gallery             {results['captions']}/gallery.html")
     return 0
+
+
+def run_on_local_s3(args: argparse.Namespace, paths: dict, work: str, timings: dict) -> dict:
+    """The stages bucket to bucket on a local S3 server; the local copies of their outputs.
+
+    The Spark session is made here, after the server started: Spark's S3 connector takes
+    its endpoint from the environment when the session is built.
+    """
+    from captioning.store.local_s3 import LocalS3, download_prefix, upload_folder
+
+    stages, uris = emr_stages(args)
+    copy = os.path.join(work, RESULTS_BUCKET)
+    with LocalS3(buckets=(DATA_BUCKET, RESULTS_BUCKET)) as server:
+        LOG.info("local S3 server at %s; uploading the sample dataset to %s", server.endpoint, uris["dataset"])
+        upload_folder(paths["sample"], uris["dataset"])
+        upload_folder(os.path.join(paths["unseen"], IMAGE_FOLDER), uris["photos"])
+        run_stages(stages, None, timings)
+        download_prefix(f"s3://{RESULTS_BUCKET}", copy)
+    print()
+    print(f"Every stage ran bucket to bucket with the EMR steps' arguments; the results bucket {RESULTS_BUCKET} (gone with the")
+    print(f"local S3 server) is copied to {copy}:")
+    for name, module, argv in stages:
+        print(f"  {name:<22} {module}.py {' '.join(argv)}")
+    local = os.path.join(copy, "runs", "demo")
+    return {"prepared": os.path.join(local, "prepared"), "features": os.path.join(local, "features", args.backbone), "model": os.path.join(local, "model"),
+            "evaluation": os.path.join(local, "evaluation"), "captions": os.path.join(copy, "captions")}
 
 
 def main(argv: list[str] | None = None, spark=None) -> int:

@@ -25,11 +25,13 @@ import numpy as np
 from captioning.data.layout import describe_image_extensions, image_folder, is_image_name
 from captioning.errors import InputError
 from captioning.model.encoder_spec import BACKBONES, POOLING_MODES, EncoderConfig, encoder_identity
-from captioning.pipeline.options import add_reading_options, default, non_negative_int, reading_from_args
+from captioning.pipeline.options import add_lease_options, add_reading_options, default, lease_from_args, non_negative_int, reading_from_args
 from captioning.pipeline.reading import ImageReading
+from captioning.cluster.session import require_s3
 from captioning.pipeline.runner import run_stage, spark_for
 from captioning.store import feature_store, storage
 from captioning.store.feature_store import Manifest, check_identity, read_manifest, write_manifest
+from captioning.store.lease import Lease, LeaseConfig
 
 LOG = logging.getLogger("extract_features")
 DTYPES = ("float16", "float32")
@@ -52,6 +54,7 @@ class ExtractConfig:
     reading: ImageReading = field(default_factory=ImageReading)
     dtype: str = "float16"  # storage precision of the vectors; float32 doubles the store
     overwrite: bool = False
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=non_negative_int, default=default(EncoderConfig, "channels"), help="with --spatial: project each grid cell to this many channels with a fixed random matrix from --seed (e.g. 256: resnet50 7x7x256 = 24.5 KiB per image); default %(default)s keeps them all")
     parser.add_argument("--dtype", choices=DTYPES, default=default(ExtractConfig, "dtype"), help="storage precision of the vectors (default %(default)s)")
     add_reading_options(parser)
+    add_lease_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="recompute every image and replace the store (also when it was made by another model)")
     return parser
 
@@ -85,6 +89,7 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
         reading=reading_from_args(args),
         dtype=args.dtype,
         overwrite=args.overwrite,
+        lease=lease_from_args(args),
     )
 
 
@@ -112,22 +117,34 @@ def previous_store(config: ExtractConfig, identity: dict) -> Manifest | None:
 
 
 def run(config: ExtractConfig, spark=None) -> dict:
-    from captioning.pipeline.transforms.features import FeatureConfig, extract_features, listing_frame
-
-    started = time.time()
+    """The whole stage, holding the store's lease: one run at a time writes a store."""
+    storage.check_writable(config.output_uri)
     folder = image_folder(config.input_uri)
     images, others = list_images(folder)
     if not images:
         raise InputError(f"{folder}: no images found (looked for {describe_image_extensions()} files)")
-    identity = encoder_identity(config.encoder)
+    identity = encoder_identity(config.encoder)  # reads a weights file now, not after the listing
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+    with Lease(config.output_uri, run_id, config.lease) as lease:
+        current = read_manifest(config.output_uri)  # what readers read now, --overwrite or not
+        removed = feature_store.remove_unlisted_parts(config.output_uri, current.parts if current else ())
+        if removed:
+            LOG.info("removed parts no manifest lists (left by interrupted runs): %s", ", ".join(removed))
+        return extract(config, run_id, folder, images, others, identity, lease, spark)
+
+
+def extract(config: ExtractConfig, run_id: str, folder: str, images: list[ImageFile], others: list[str], identity: dict, lease: Lease, spark=None) -> dict:
+    from captioning.pipeline.transforms.features import FeatureConfig, extract_features, listing_frame
+
+    started = time.time()
     previous = previous_store(config, identity)
     stage = FeatureConfig(encoder=config.encoder, reading=config.reading, dtype=config.dtype)
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
     summary = {
         "input": config.input_uri, "image_folder": folder, "output": config.output_uri, "run_id": run_id, "listed_images": len(images), "skipped_non_image": len(others),
         "feature_shape": list(config.encoder.feature_shape), "vector_bytes": config.encoder.feature_dim * np.dtype(config.dtype).itemsize,
     }
     with spark_for("extract-features", spark) as session:
+        require_s3(session, [config.output_uri])
         parallelism = session.sparkContext.defaultParallelism
         listing = listing_frame(session, images, parallelism)
         old = None
@@ -162,6 +179,7 @@ def run(config: ExtractConfig, spark=None) -> dict:
         totals = {r["status"]: r["count"] for r in session.read.parquet(*current.part_uris(config.output_uri)).groupBy("status").count().collect()}
     summary["seconds"] = round(time.time() - started, 2)
     summary["images_per_second"] = round(todo_count / max(summary["seconds"], 1e-9), 2)
+    lease.check()  # a run that lost its lease must not publish its parts
     history = (previous.history if previous else ()) + (summary,)
     write_manifest(config.output_uri, Manifest(encoder=identity, dtype=config.dtype, parts=plan.parts, rows=sum(totals.values()), errors=sum(c for s, c in totals.items() if s != "ok"), history=history[-20:]))
     feature_store.remove_unlisted_parts(config.output_uri, plan.parts, plan.obsolete)

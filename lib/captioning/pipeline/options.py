@@ -13,6 +13,7 @@ from captioning.data.images import DecodeConfig
 from captioning.model.encoder_spec import EncoderConfig
 from captioning.model.search.config import SearchConfig
 from captioning.pipeline.reading import ImageReading
+from captioning.store.lease import LeaseConfig
 
 
 def default(cls: type, name: str) -> Any:
@@ -54,6 +55,17 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
 
 def search_from_args(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(method=args.search, beam_width=args.beam_width, length_alpha=args.length_alpha, max_length=args.max_length, no_repeat_ngram=args.no_repeat_ngram)
+
+
+def add_lease_options(parser: argparse.ArgumentParser) -> None:
+    """How a run holds its output against other runs (see captioning.store.lease)."""
+    group = parser.add_argument_group("output lease")
+    group.add_argument("--lease-seconds", type=float, default=default(LeaseConfig, "period_seconds"), help="the output's lease lasts this long unless renewed; a crashed run's lease is free after it (default %(default)s)")
+    group.add_argument("--lease-wait-seconds", type=float, default=None, help="wait this long for a lease another run holds (default: one lease period)")
+
+
+def lease_from_args(args: argparse.Namespace) -> LeaseConfig:
+    return LeaseConfig(period_seconds=args.lease_seconds, wait_seconds=args.lease_wait_seconds)
 
 
 def add_reading_options(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
@@ -82,10 +84,30 @@ def run_stage(argv: list[str] | None, parser: argparse.ArgumentParser, to_config
     return run_main(lambda: report(body(parse_config(parser, to_config, argv))))
 
 
+@contextmanager
+def stopped_cleanly_by_sigterm() -> Iterator[None]:
+    """SIGTERM (a cluster stopping a step, a scheduler cancelling) unwinds the job like an
+    exception, so it releases its output's lease and stops Spark; Python's default would end
+    the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_main(job: Callable[[], int | None]) -> int:
     """Run ``job`` (its result is the exit status, None is 0); an expected failure is an ``error:`` line and 2."""
     try:
-        return int(job() or 0)
+        with stopped_cleanly_by_sigterm():
+            return int(job() or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

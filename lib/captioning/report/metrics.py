@@ -25,18 +25,20 @@ Behaviour of ``pycocoevalcap`` 1.2 worth knowing (read from its source):
   skip METEOR deliberately (it starts a JVM with a 2 GB heap limit and loads a
   paraphrase table, several seconds); the note then says it was skipped.
 * ``PTBTokenizer`` writes the captions to a temporary file created *inside the installed
-  package* (``site-packages/pycocoevalcap/tokenizer``) and deletes it after Java has read
-  it. The name comes from ``tempfile`` (unique, created exclusively), so concurrent runs
-  on one machine do not collide; but the directory must be writable (it is not in a
-  read-only image or when the environment belongs to another user), and a run killed
-  mid-way leaves its file behind. :func:`coco_scores` checks writability first and says
-  how to fix it. ``Meteor`` writes no files: it talks to its JVM over pipes, one JVM per
-  scorer object, which is closed here as soon as the score is read.
+  package* (``site-packages/pycocoevalcap/tokenizer``), which fails where the environment
+  is read-only or belongs to another user (a cluster node's environment, run by YARN's
+  user). :func:`coco_scores` therefore runs the same Stanford tokenizer itself: the jar
+  from the package, the same options (``-preserveLines -lowerCase``), the captions on
+  standard input instead of a file, and the same punctuation tokens removed afterwards,
+  so the tokens are identical and nothing is written anywhere. ``Meteor`` writes no
+  files: it talks to its JVM over pipes, one JVM per scorer object, which is closed here
+  as soon as the score is read.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from typing import Hashable, Mapping, Sequence, Union
 
 from captioning.errors import UserError
@@ -48,6 +50,13 @@ BLEU_WEIGHTS = (
     ("BLEU-4", (0.25, 0.25, 0.25, 0.25)),
 )
 SPICE_NOTE = "SPICE not computed: it needs Stanford CoreNLP models downloaded on first use"
+# The COCO evaluation's tokenizer: Stanford CoreNLP's PTBTokenizer, shipped as a jar inside
+# pycocoevalcap, and the tokens the toolkit drops after it. The list is compared
+# case-sensitively after lower-casing, as the toolkit does, so "-lrb-" stays: the scores
+# must match the reference implementation's, quirks included.
+PTB_JAR = "stanford-corenlp-3.4.1.jar"
+PTB_COMMAND = ("edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase", "-encoding", "utf-8")
+PTB_DROPPED = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"])
 
 References = Mapping[Hashable, Sequence[Sequence[str]]]
 Hypotheses = Mapping[Hashable, Sequence[str]]
@@ -55,7 +64,7 @@ TextOrTokens = Union[str, Sequence[str]]  # raw caption text or its tokens
 
 
 class CocoEvalError(UserError, RuntimeError):
-    """The COCO toolkit could not run (no Java, unwritable package directory, METEOR failed)."""
+    """The COCO toolkit could not run (no Java, its tokenizer or METEOR failed)."""
 
 
 def bleu_scores(references: References, hypotheses: Hypotheses, *, smoothing: str | None = None) -> dict[str, float]:
@@ -150,8 +159,8 @@ def coco_scores(
     Each caption is raw text or a token sequence (joined with spaces); either way the
     toolkit's PTB tokenizer lower-cases it and strips punctuation, as the COCO evaluation
     server does. CIDEr's IDF comes from the references given, so it is only meaningful
-    over many images. Raises :class:`CocoEvalError` when Java or the tokenizer's
-    directory is unusable or METEOR fails.
+    over many images. Raises :class:`CocoEvalError` when Java is missing or the
+    tokenizer or METEOR fails. Writes no files.
     """
     ids = _checked_ids(references, hypotheses, allow_text=True)
     _check_java_environment()
@@ -213,22 +222,33 @@ def _text(caption: TextOrTokens) -> str:
 def _check_java_environment() -> None:
     if shutil.which("java") is None:
         raise CocoEvalError("the COCO caption toolkit needs Java ('java' on PATH) for its PTB tokenizer and METEOR; install Java 17 or use bleu_scores")
+
+
+def ptb_tokenize(captions: Sequence[str]) -> list[str]:
+    """The COCO toolkit's tokenisation of each caption: PTB tokens, lower-cased, punctuation dropped."""
     from pycocoevalcap.tokenizer import ptbtokenizer
 
-    directory = os.path.dirname(os.path.abspath(ptbtokenizer.__file__))
-    if not os.access(directory, os.W_OK):
-        raise CocoEvalError(f"pycocoevalcap's PTBTokenizer writes a temporary file into {directory}, which is not writable; install the package in an environment this user owns")
+    jar = os.path.join(os.path.dirname(os.path.abspath(ptbtokenizer.__file__)), PTB_JAR)
+    if not os.path.isfile(jar):
+        raise CocoEvalError(f"{jar} not found: reinstall pycocoevalcap")
+    text = "\n".join(" ".join(caption.split()) for caption in captions)  # one caption per line
+    result = subprocess.run(["java", "-cp", jar, *PTB_COMMAND], input=text.encode("utf-8"), capture_output=True)
+    if result.returncode != 0:
+        raise CocoEvalError(f"the PTB tokenizer failed (exit {result.returncode}): {result.stderr.decode(errors='replace').strip()[-2000:]}")
+    lines = result.stdout.decode("utf-8").split("\n")[: len(captions)]
+    if len(lines) != len(captions):
+        raise CocoEvalError(f"the PTB tokenizer returned {len(lines)} lines for {len(captions)} captions")
+    return [" ".join(token for token in line.rstrip().split(" ") if token not in PTB_DROPPED) for line in lines]
 
 
 def _tokenized(captions: Mapping[str, list[str]]) -> dict[str, list[str]]:
-    """The toolkit's PTB tokenisation (lower-cased, punctuation removed), checked for alignment."""
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-    # one caption per line: any line break inside a caption would shift every later caption
-    tokens = PTBTokenizer().tokenize({key: [{"caption": " ".join(c.split())} for c in caps] for key, caps in captions.items()})
-    if {key: len(caps) for key, caps in tokens.items()} != {key: len(caps) for key, caps in captions.items()}:
-        raise CocoEvalError("PTBTokenizer returned a different number of captions than it was given")
-    return tokens
+    """The toolkit's PTB tokenisation of every caption, grouped as given."""
+    keys = [key for key, caps in captions.items() for _ in caps]
+    tokens = ptb_tokenize([caption for caps in captions.values() for caption in caps])
+    grouped: dict[str, list[str]] = {key: [] for key in captions}
+    for key, line in zip(keys, tokens):
+        grouped[key].append(line)
+    return grouped
 
 
 def _meteor(gts: Mapping[str, list[str]], res: Mapping[str, list[str]]) -> float:

@@ -7,7 +7,8 @@
     <output>/exports/run_id=<id>/                       the same rows as JSON Lines
     <output>/runs/<id>.json                             run summary: counts by status, throughput
     <output>/gallery/<id>.html, <output>/gallery.html   a self-contained page of the run's results
-    <output>/_lock.json                                 the run that holds the output now
+    <output>/_lease.json                                the run that holds the output now
+                                                        (:mod:`captioning.store.lease`)
 
 A run's rows become visible only when Spark commits its Parquet output; a run killed
 earlier leaves nothing visible. Run ids sort by their start time (UTC).
@@ -16,20 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import time
 import uuid
 from dataclasses import dataclass
 
-from captioning.errors import UserError
 from captioning.store import storage
-
-LOG = logging.getLogger("bulk_output")
-
-
-class OutputLockedError(UserError):
-    """Another run holds the output."""
-
 
 def new_run_id(now: float | None = None) -> str:
     """``YYYYMMDDTHHMMSSZ-<6 hex>``: sortable by start time, unique across concurrent starts."""
@@ -66,35 +58,31 @@ class BulkOutput:
     def latest_gallery(self) -> str:
         return storage.join(self.uri, "gallery.html")
 
-    @property
-    def lock(self) -> str:
-        return storage.join(self.uri, "_lock.json")
-
     def has_summary(self, run_id: str) -> bool:
         return storage.exists(self.summary(run_id))
 
     def write_summary(self, summary: dict) -> None:
         storage.write_text(self.summary(summary["run_id"]), json.dumps(summary, indent=1))
 
+    def discard_run(self, run_id: str) -> None:
+        """Delete a run's rows: the run was stopped before its write returned, so whatever
+        Spark managed to commit of it must not count as answered."""
+        target = self.run_rows(run_id)
+        if storage.exists(target):
+            storage.delete(target, recursive=True)
 
-class OutputLock:
-    """A lock object at the output: one run at a time per output (overlapping schedules)."""
+    def remove_debris(self) -> list[str]:
+        """Delete the ``_temporary`` folders killed runs left in ``captions/`` and ``exports/``.
 
-    def __init__(self, output: BulkOutput, run_id: str, timeout_hours: float):
-        self.uri = output.lock
-        self.run_id = run_id
-        self.timeout = timeout_hours * 3600
-
-    def __enter__(self):
-        if storage.exists(self.uri):
-            held = json.loads(storage.read_text(self.uri))
-            age = time.time() - float(held.get("since", 0))
-            if age < self.timeout:
-                raise OutputLockedError(f"{self.uri}: run {held.get('run_id')} has been running for {age / 60:.0f} min on this output; wait for it, or delete the lock if that run is dead")
-            LOG.warning("taking over abandoned lock of run %s (%.1f h old)", held.get("run_id"), age / 3600)
-        storage.write_text(self.uri, json.dumps({"run_id": self.run_id, "since": time.time()}))
-        return self
-
-    def __exit__(self, *exc):
-        storage.delete(self.uri)
-        return False
+        Spark writes a run's files there and moves them into place when the job commits, so
+        they are never results; only the run holding the output's lease may call this.
+        """
+        removed = []
+        for area in (self.captions, storage.join(self.uri, "exports")):
+            if not storage.exists(area):
+                continue
+            debris = {f.uri.split("/_temporary/", 1)[0] + "/_temporary" for f in storage.list_files(area, include_hidden=True) if "/_temporary/" in f.uri}
+            for folder in sorted(debris):
+                storage.delete(folder, recursive=True)
+                removed.append(folder)
+        return removed

@@ -160,10 +160,19 @@ def plan_parts(previous: Manifest | None, run_id: str, changed: bool) -> PartPla
     return PartPlan(run_id, None, (*previous.parts, run_id), ())
 
 
-def remove_unlisted_parts(store_uri: str, parts, obsolete=()) -> None:
+def part_names(store_uri: str) -> set[str]:
+    """Names of the part folders present, listed or not (a killed run's files sit deeper, in
+    ``parts/<run>/_temporary/...``: the part is the first folder below ``parts/``)."""
+    root = storage.join(store_uri, "parts").rstrip("/") + "/"
+    if not storage.exists(root):
+        return set()
+    return {f.uri[len(root):].split("/", 1)[0] for f in storage.list_files(root, include_hidden=True) if f.uri.startswith(root)}
+
+
+def remove_unlisted_parts(store_uri: str, parts, obsolete=()) -> list[str]:
     """Delete parts no manifest lists: superseded ones and leftovers of interrupted runs."""
-    root = storage.join(store_uri, "parts")
-    names = {storage.basename(storage.parent(f.uri)) for f in storage.list_files(root)} if storage.exists(root) else set()
-    for name in (names | set(obsolete)) - set(parts):
+    removed = sorted((part_names(store_uri) | set(obsolete)) - set(parts))
+    for name in removed:
         storage.delete(part_uri(store_uri, name), recursive=True)
+    return removed
 

@@ -10,9 +10,12 @@ and S3 objects only appear once their upload completes.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import posixpath
 import tempfile
+import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -180,6 +183,16 @@ def write_text(uri: str, text: str, options: StorageOptions | None = None) -> No
     write_bytes(uri, text.encode("utf-8"), options)
 
 
+def check_writable(uri: str) -> None:
+    """Write and delete a small probe object below ``uri``: a job checks its output before it works."""
+    probe = join(uri, f"_write_probe-{uuid.uuid4().hex[:12]}")
+    try:
+        write_bytes(probe, b"")
+        delete(probe)
+    except StorageError as error:
+        raise StorageError(f"{uri}: cannot write the output here ({error}); check that the bucket or folder exists and that these credentials may write to it") from error
+
+
 def makedirs(uri: str, options: StorageOptions | None = None) -> None:
     """Create a local folder; S3 has no folders, so this is a no-op there."""
     if not is_s3(uri):
@@ -301,3 +314,119 @@ def arrow_filesystem(uri: str, options: StorageOptions | None = None):
         return pafs.LocalFileSystem(), path
     fs, path = filesystem(uri, options)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+# --------------------------------------------------------------------------- conditional writes
+# Compare-and-swap on one small object (a lease): S3's conditional requests, and on a local
+# disk a short exclusive flock on a hidden guard file beside it. A version is the S3 ETag, or
+# the SHA-256 of a local file's bytes.
+
+
+def _s3_key(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    return bucket, key
+
+
+def _s3_condition_failed(error: Exception) -> bool:
+    code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "412", "409")
+
+
+@contextlib.contextmanager
+def _guarded(path: str) -> Iterator[None]:
+    import fcntl
+
+    folder, name = os.path.split(path)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f".{name}.guard"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
+
+
+def _local_version(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _swap(uri: str, data: bytes | None, expected: str | None, create: bool) -> str | None:
+    """Write ``data`` (or delete, for None) if the object is absent (``create``) or at version
+    ``expected``; the new version ("" after a delete), or None when the condition failed."""
+    try:
+        if is_s3(uri):
+            bucket, key = _s3_key(uri)
+            client = s3_client()
+            condition = {"IfNoneMatch": "*"} if create else {"IfMatch": expected}
+            try:
+                if data is None:
+                    client.delete_object(Bucket=bucket, Key=key, **condition)
+                    return ""
+                return client.put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"].strip('"')
+            except Exception as error:  # noqa: BLE001 - botocore ClientError
+                if _s3_condition_failed(error):
+                    return None
+                if data is None and getattr(error, "response", {}).get("Error", {}).get("Code") == "NotImplemented":
+                    found = read_versioned(uri)  # a store without conditional deletes: check, then delete
+                    if found is None or found[1] != expected:
+                        return None
+                    client.delete_object(Bucket=bucket, Key=key)
+                    return ""
+                raise
+        path = _split(uri)[1]
+        with _guarded(path):
+            current = _local_version(path)
+            if (current is not None) if create else (current is None or current != expected):
+                return None
+            if data is None:
+                os.unlink(path)
+                return ""
+            write_bytes(path, data)
+            return hashlib.sha256(data).hexdigest()
+    except StorageError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise _wrap(uri, error, "write conditionally") from error
+
+
+def create_exclusive(uri: str, data: bytes) -> str | None:
+    """Create ``uri`` unless it exists; its version, or None when it already existed."""
+    return _swap(uri, data, None, create=True)
+
+
+def replace_if(uri: str, data: bytes, version: str) -> str | None:
+    """Replace ``uri`` if it is still at ``version``; the new version, or None otherwise."""
+    return _swap(uri, data, version, create=False)
+
+
+def delete_if(uri: str, version: str) -> bool:
+    """Delete ``uri`` if it is still at ``version``."""
+    return _swap(uri, None, version, create=False) is not None
+
+
+def read_versioned(uri: str) -> tuple[bytes, str] | None:
+    """(bytes, version) of ``uri``, or None when it does not exist."""
+    try:
+        if is_s3(uri):
+            bucket, key = _s3_key(uri)
+            try:
+                found = s3_client().get_object(Bucket=bucket, Key=key)
+            except Exception as error:  # noqa: BLE001
+                if getattr(error, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            return found["Body"].read(), found["ETag"].strip('"')
+        path = _split(uri)[1]
+        with _guarded(path):
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except FileNotFoundError:
+                return None
+        return data, hashlib.sha256(data).hexdigest()
+    except Exception as error:  # noqa: BLE001
+        raise _wrap(uri, error, "read") from error
