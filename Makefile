@@ -18,13 +18,13 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test unit venv check-java clean
+.PHONY: demo test unit venv check-java clean app
 
 $(STAMP): requirements/constraints.txt setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (e.g. apt-get install python3.11 python3.11-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools<70" wheel
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[spark,tf,metrics,test]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[spark,tf,metrics,app,test]"
 	$(PY) -m pip check
 	touch $(STAMP)
 
@@ -45,11 +45,21 @@ check-java:
 demo: check-java $(STAMP) $(JARS)
 	$(PY) -m captioning.pipeline.demo --workdir $(DEMO_DIR) --images $(DEMO_IMAGES) --storage $(STORAGE)
 
+# Two workers (tests/conftest.py groups the tests): most tests wait on JVMs, subprocesses and servers.
+TEST_WORKERS ?= 2
 test: check-java $(STAMP) $(JARS)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+# The web page on 127.0.0.1 (README: "Try a model on your own photos"), by default with the
+# model and the bulk captions of `make demo`:  make app MODEL=... RESULTS=... PORT=...
+MODEL ?= $(DEMO_DIR)/model
+RESULTS ?= $(DEMO_DIR)/captions
+PORT ?= 8501
+app: $(STAMP)
+	$(PY) -m captioning.cli serve --model $(MODEL) $(if $(wildcard $(RESULTS)),--results $(RESULTS)) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) build dist lib/*.egg-info .pytest_cache
@@ -59,8 +69,9 @@ DIST ?= dist/emr
 WHEELHOUSE ?= dist/wheelhouse
 NODE_SETS ?= cpu,gpu
 VALIDATOR := emr/validator/node_modules/.package-lock.json
+INTERPRETER := emr/rehearsal/node_modules/.package-lock.json
 
-.PHONY: package statemachines asl-validator deploy
+.PHONY: package statemachines asl-validator rehearsal-interpreter rehearse deploy
 
 # the node wheel sets (NODE_SETS=cpu for the CPU set alone) go to the shared $(WHEELHOUSE)
 package: $(STAMP)
@@ -73,6 +84,17 @@ asl-validator: $(VALIDATOR)
 $(VALIDATOR): emr/validator/package.json emr/validator/package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm not found: install Node.js 18+ (e.g. apt-get install nodejs npm)"; exit 1; }
 	npm ci --prefix emr/validator --no-audit --no-fund
+
+# the Step Functions interpreter (npm aws-local-stepfunctions) and the Node.js 22 it needs, pinned in emr/rehearsal/
+rehearsal-interpreter: $(INTERPRETER)
+$(INTERPRETER): emr/rehearsal/package.json emr/rehearsal/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found: install Node.js 18+ (e.g. apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix emr/rehearsal --no-audit --no-fund
+
+# both state machines run by the interpreter on local Spark and a local S3 server (emr/README.md)
+REHEARSAL_DIR ?= rehearsal-output
+rehearse: check-java $(STAMP) $(JARS) $(INTERPRETER)
+	$(PY) -m captioning.aws.rehearsal --workdir $(REHEARSAL_DIR)
 
 # make deploy VERSION=20261201-a STACK=captioning   (or ARTIFACTS_URI=s3://bucket/artifacts)
 deploy: package

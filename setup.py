@@ -36,9 +36,14 @@ setup(
             "nltk",
             "pycocoevalcap",
         ],
+        "app": [
+            "streamlit>=1.40,<2",  # the page of `captioner serve`
+        ],
         "test": [
             "pytest",
+            "pytest-xdist",
             "moto[server]",
+            "playwright",  # drives the system Chromium (/usr/bin/chromium); Playwright's own browsers are never downloaded
         ],
     },
     entry_points={"console_scripts": ["captioner=captioning.cli:main"]},

@@ -31,9 +31,12 @@ COMMANDS = (
     Command("train-decoder", "captioning.pipeline.train_decoder", "train the LSTM caption decoder from the feature store", stage=True),
     Command("evaluate", "captioning.pipeline.evaluate", "caption the test split and score it (BLEU, METEOR, ROUGE-L, CIDEr)", stage=True),
     Command("caption-images", "captioning.pipeline.caption_images", "caption every image in buckets or folders", stage=True),
+    Command("caption", "captioning.app.caption", "caption image files or s3:// objects in this process (no Spark)"),
+    Command("serve", "captioning.app.serve", "a web page on 127.0.0.1: caption your photos, hear them, browse a caption-images output"),
     Command("demo", "captioning.pipeline.demo", "the whole pipeline on the built-in sample dataset"),
     Command("deploy", "captioning.aws.deploy", "upload the packaged wheel, bootstrap and job scripts to S3 (emr/README.md)"),
     Command("launch", "captioning.aws.launch", "start an EMR cluster that runs a pipeline and terminates itself"),
+    Command("rehearse", "captioning.aws.rehearsal", "run both state machines locally: ASL interpreter, Spark cluster, S3 server"),
 )
 
 

@@ -48,7 +48,7 @@ EPOCHS = 10  # ~2.2 nats of dev-loss progress on the sample data: enough to comp
 FEATURES = ["--backbone", "mobilenetv3small", "--weights", "none", "--batch-size", "16", "--images-per-partition", "16"]
 EVALUATE = ["--search", "greedy", "--no-coco"]
 CAPTION = ["--search", "greedy", "--batch-size", "8", "--images-per-partition", "16"]
-SUBMIT_TIMEOUT = 420
+SUBMIT_TIMEOUT = 1200  # a bound for a hung job, never reached by a working one
 JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 

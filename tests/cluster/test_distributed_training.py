@@ -1,8 +1,8 @@
 """``train-decoder --workers 2`` on the two-worker cluster: data-parallel training that
 converges like single-worker training, writes from the chief only, and resumes.
 
-One training in two runs: 4 epochs, then the same command with 10 epochs (a run stopped
-after epoch 4 and started again), compared with the local single-worker reference model
+One training in two runs: 2 epochs, then the same command with 10 epochs (a run stopped
+after epoch 2 and started again), compared with the local single-worker reference model
 trained for the same 10 epochs on the same inputs.
 """
 import json
@@ -14,7 +14,7 @@ from captioning.store import storage
 
 from .conftest import EPOCHS, SMALL_MODEL
 
-FIRST_EPOCHS = 4
+FIRST_EPOCHS = 2
 CHECKPOINT_FILES = ["checkpoints/best.weights.h5", "checkpoints/state.json", "history.json", "loss.png"]
 
 # "Comparable" dev loss, relative to the single-worker run: 10%. Data-parallel training

@@ -185,7 +185,7 @@ def test_caption_images_s3_to_s3_survives_a_killed_executor_and_a_flaky_endpoint
 
     from ..s3_faults import FaultyS3Proxy
 
-    names = sorted(os.listdir(dataset["images"]))[:40]
+    names = sorted(os.listdir(dataset["images"]))[:20]
     for name in names:
         storage.write_bytes(f"{s3_bucket}/photos/{name}", storage.read_bytes(os.path.join(dataset["images"], name)))
     for file in storage.list_files(reference["model"]):

@@ -148,7 +148,7 @@ def test_sigterm_stops_a_run_and_releases_its_lease(pipeline, sample_dataset, tm
     try:
         wait_until_tasks_have_written(process, output)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) != 0
+        assert process.wait(timeout=300) != 0
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -119,7 +119,7 @@ def test_random_weights_and_features_identical_across_processes(tmp_path, small_
         subprocess.Popen([sys.executable, "-c", _WORKER, str(path)], env=env, stdout=subprocess.PIPE, text=True)
         for path in outputs
     ]
-    digests = [worker.communicate(timeout=120)[0].strip() for worker in workers]
+    digests = [worker.communicate(timeout=600)[0].strip() for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0]
     here = hashlib.sha256(b"".join(w.tobytes() for w in small_model.get_weights())).hexdigest()
     assert digests == [here, here]

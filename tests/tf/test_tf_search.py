@@ -14,8 +14,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from captioning.model.search.config import SearchConfig  # noqa: E402
-from captioning.model.search.reference import search  # noqa: E402
-from captioning.model.search.compiled import make_search_fn, run_search  # noqa: E402
+from captioning.model.search.reference import ranked_search, search  # noqa: E402
+from captioning.model.search.compiled import make_search_fn, run_ranked_search, run_search  # noqa: E402
 
 END = 3
 FEATURES, HIDDEN, VOCAB = 6, 8, 12
@@ -145,6 +145,38 @@ def test_traced_once_for_any_batch_size(method):
         features = images(count, seed=count)
         assert_same_results(run_search(search_fn, tf.constant(features)), search(reference, features, config))
     assert search_fn.experimental_get_tracing_count() == 1
+
+
+RANKED_CONFIGS = [
+    SearchConfig(method="beam", beam_width=3, length_alpha=0.7, max_length=10, results=3),
+    SearchConfig(method="beam", beam_width=5, length_alpha=0.0, max_length=10, results=2),
+]
+
+
+@pytest.mark.parametrize("config", RANKED_CONFIGS, ids=["3-of-3", "2-of-5-plain"])
+@pytest.mark.parametrize("end_bias", [1.0, -40.0], ids=["ends", "never-ends"])
+def test_tf_n_best_equals_numpy_reference(config, end_bias):
+    weights = lstm_weights(seed=11, end_bias=end_bias)
+    initial_state_fn, step_fn = tf_lstm(weights)
+    search_fn = make_search_fn(step_fn, initial_state_fn, SPEC, config)
+    features = images(12, seed=4)
+    outputs = search_fn(tf.constant(features))
+    assert tuple(outputs["token_ids"].shape) == (12, config.results, config.max_length)
+    got = run_ranked_search(search_fn, tf.constant(features))
+    expected = ranked_search(NumpyLstm(weights), features, config)
+    assert [len(r) for r in got] == [len(r) for r in expected] == [config.results] * 12
+    for mine, theirs in zip(got, expected):
+        assert_same_results(mine, theirs)
+    # the first of the N best is the caption of the same search asked for one result
+    single = make_search_fn(step_fn, initial_state_fn, SPEC, SearchConfig(beam_width=config.beam_width, length_alpha=config.length_alpha, max_length=10))
+    assert_same_results([r[0] for r in got], run_search(single, tf.constant(features)))
+
+
+def test_one_result_keeps_the_flat_outputs():
+    initial_state_fn, step_fn = tf_lstm(lstm_weights(seed=1, end_bias=1.0))
+    config = SearchConfig(beam_width=3, max_length=6)
+    outputs = make_search_fn(step_fn, initial_state_fn, SPEC, config)(tf.constant(images(4)))
+    assert tuple(outputs["token_ids"].shape) == (4, 6) and tuple(outputs["scores"].shape) == (4,)
 
 
 def test_feature_spec_needs_a_free_batch_dimension():

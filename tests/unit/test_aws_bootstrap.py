@@ -43,7 +43,7 @@ def fake_tool_dir(tmp_path: Path, script: str) -> Path:
 
 def run(command: list[str], path_first: Path | None = None) -> subprocess.CompletedProcess:
     env_path = (f"{path_first}:" if path_first else "") + "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-    return subprocess.run(command, capture_output=True, text=True, env={"PATH": env_path}, timeout=60)
+    return subprocess.run(command, capture_output=True, text=True, env={"PATH": env_path}, timeout=180)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)

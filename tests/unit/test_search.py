@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from captioning.model.search.config import SearchConfig
-from captioning.model.search.reference import beam_search, greedy_search, length_penalty, repeat_mask, search
+from captioning.model.search.reference import beam_search, greedy_search, length_penalty, ranked_search, repeat_mask, search
 
 PAD, UNK, START, END, A, B, C = range(7)
 VOCAB = 7
@@ -228,6 +228,58 @@ def test_blocking_keeps_every_ngram_unique_and_counts_only_emitted_words(method,
     if method == "greedy" and n == 3:
         # a b c a b, then c would repeat "a b c": the next best after b is a (.05, id 4) or end (.05, id 3): end wins the tie
         assert blocked.token_ids == (A, B, C, A, B) and blocked.ended
+@pytest.mark.parametrize("alpha", [0.0, 0.7])
+def test_n_best_list_of_a_wide_beam_is_the_exhaustive_top_n(alpha):
+    vocab, max_length, best_of = 5, 4, 6
+    model = random_model(seed=8, tables=4, vocab=vocab, end_boost=0.5)
+    captions = sorted(all_captions(vocab, max_length))
+    config = SearchConfig(beam_width=len(captions), length_alpha=alpha, max_length=max_length, results=best_of, no_repeat_ngram=0)
+    for table, ranked in enumerate(ranked_search(model, np.arange(4), config)):
+        def normalised(c):
+            return sequence_log_prob(model, table, c) / length_penalty(len(c), alpha)
+
+        expected = sorted(captions, key=normalised, reverse=True)[:best_of]
+        assert [r.token_ids + ((END,) if r.ended else ()) for r in ranked] == expected
+        np.testing.assert_allclose([r.score for r in ranked], [normalised(c) for c in expected], atol=1e-9)
+
+
+def test_n_best_by_hand():
+    # start -> a (.5) | b (.4) | end (.1); a -> end .35 | c .33 | b .32; b -> end .9 | c .1; c -> end
+    model = first_order(GREEDY_TRAP)
+    ranked = ranked_search(model, [0], SearchConfig(beam_width=3, length_alpha=0.0, max_length=30, results=3))[0]
+    assert [r.token_ids for r in ranked] == [(B,), (A,), (A, C)]
+    np.testing.assert_allclose([r.log_prob for r in ranked], np.log([0.4 * 0.9, 0.5 * 0.35, 0.5 * 0.33]), atol=1e-6)
+    assert all(r.ended for r in ranked)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("width,best_of", [(3, 1), (3, 3), (5, 2)])
+def test_first_of_the_n_best_is_the_one_caption(seed, width, best_of):
+    model = random_model(seed, end_boost=2.0)
+    images = np.arange(6)
+    config = SearchConfig(beam_width=width, max_length=7, results=best_of)
+    ranked = ranked_search(model, images, config)
+    assert [r[0] for r in ranked] == beam_search(model, images, SearchConfig(beam_width=width, max_length=7))
+    for results in ranked:
+        assert len(results) == best_of
+        assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+        assert len({r.token_ids + (r.ended,) for r in results}) == best_of  # N different captions
+
+
+def test_greedy_ranked_is_its_one_caption():
+    model = random_model(seed=2)
+    config = SearchConfig(method="greedy", max_length=6)
+    assert ranked_search(model, np.arange(3), config) == [(r,) for r in greedy_search(model, np.arange(3), config)]
+
+
+def test_beams_that_never_became_live_are_not_in_the_n_best():
+    # a beam two wider than the vocabulary: the first step has only VOCAB candidates, and
+    # with max_length 1 the search ends there; the two beams left empty are no captions
+    model = first_order({START: {A: 0.4, B: 0.3, C: 0.2, END: 0.1}})
+    ranked = ranked_search(model, [0], SearchConfig(beam_width=VOCAB + 2, length_alpha=0.0, max_length=1, results=VOCAB + 2))[0]
+    assert len(ranked) == VOCAB  # every word once, the never-live beams left out
+    assert all(np.isfinite(r.log_prob) for r in ranked)
+    assert [r.token_ids for r in ranked[:3]] == [(A,), (B,), (C,)]
 
 
 def test_config_is_validated():
@@ -239,3 +291,9 @@ def test_config_is_validated():
         SearchConfig(max_length=-1)
     with pytest.raises(ValueError, match="no_repeat_ngram"):
         SearchConfig(no_repeat_ngram=-1)
+    with pytest.raises(ValueError, match="greedy search finds one caption"):
+        SearchConfig(method="greedy", results=2)
+    with pytest.raises(ValueError, match="cannot exceed beam_width"):
+        SearchConfig(beam_width=3, results=4)
+    with pytest.raises(ValueError, match="results must be"):
+        SearchConfig(results=0)

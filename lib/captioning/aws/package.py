@@ -247,7 +247,7 @@ def build_dist(
     for needed in ("setup.py", "requirements/constraints.txt", "emr/bootstrap.sh", "emr/" + layout.GPU_DISCOVERY, "jobs"):
         if not (root / needed).exists():
             raise PackageError(f"{root}: no {needed}; run from the project root or pass --project-root")
-    if not kinds or set(kinds) - set(KINDS):
+    if set(kinds) - set(KINDS):  # none: the project's own files only (a rehearsal's nodes reuse a local environment)
         raise PackageError(f"node sets must be among {KINDS}, got {kinds}")
     _check_replaceable(dist)
     dist.parent.mkdir(parents=True, exist_ok=True)

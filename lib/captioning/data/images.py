@@ -174,7 +174,7 @@ def _open(data: bytes, config: DecodeConfig) -> Image.Image:
             why = "are not accepted" if _decodable(claimed) else "cannot be decoded by this installation"
             raise ImageDecodeError(
                 UNSUPPORTED_FORMAT,
-                f"{claimed} files {why} (accepted: {', '.join(f for f in config.formats if _decodable(f))}); convert it to JPEG or PNG",
+                f"{claimed} files {why} (accepted: {', '.join(accepted_formats(config))}); convert it to JPEG or PNG",
             ) from error
         raise ImageDecodeError(
             NOT_AN_IMAGE,
@@ -196,6 +196,11 @@ def _claimed_format(data: bytes) -> str | None:
     if data[4:8] == b"ftyp":  # ISO base media file: the brand says HEIC/HEIF or AVIF
         return _HEIF_BRANDS.get(data[8:12])
     return None
+
+
+def accepted_formats(config: DecodeConfig = DecodeConfig()) -> tuple[str, ...]:
+    """The formats of ``config`` this installation decodes (what a person may upload)."""
+    return tuple(name for name in config.formats if _decodable(name))
 
 
 def _decodable(format_name: str) -> bool:

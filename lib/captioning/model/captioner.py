@@ -84,9 +84,20 @@ class Captioner:
         if features.ndim == 2 and len(features) == 0:
             return []
         self.info.check_feature_array(source, features)
-        results = run_search(self._search, features)
-        out = []
-        for result in results:
-            words = tuple(self.vocabulary.decode(result.token_ids))
-            out.append(Caption(" ".join(words), words, result.score, result.log_prob, result.ended))
-        return out
+        return [self._caption(result) for result in run_search(self._search, features)]
+
+    def caption_ranked(self, features: np.ndarray, source: str = "features") -> list[tuple[Caption, ...]]:
+        """The ``search.results`` best captions of each row of ``features`` (B, D), best first;
+        the first is the caption :meth:`caption` gives."""
+        from captioning.model.search.compiled import run_ranked_search
+
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim == 2 and len(features) == 0:
+            return []
+        self.info.check_feature_array(source, features)
+        ranked = run_ranked_search(self._search, features)
+        return [tuple(self._caption(result) for result in results) for results in ranked]
+
+    def _caption(self, result) -> Caption:
+        words = tuple(self.vocabulary.decode(result.token_ids))
+        return Caption(" ".join(words), words, result.score, result.log_prob, result.ended)

@@ -30,7 +30,7 @@ from captioning.model.captioner import encoder_for
 from captioning.model.encoder_spec import EncoderConfig
 from captioning.model.model_dir import read_info
 from captioning.model.search.config import SearchConfig
-from captioning.pipeline.options import add_lease_options, add_reading_options, add_search_options, default, lease_from_args, reading_from_args, search_from_args
+from captioning.pipeline.options import add_lease_options, add_model_options, add_reading_options, add_search_options, default, lease_from_args, reading_from_args, search_from_args
 from captioning.pipeline.reading import ImageReading
 from captioning.cluster.session import require_s3
 from captioning.pipeline.runner import run_stage, spark_for
@@ -59,9 +59,8 @@ class CaptionJobConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caption-images", description="Caption every image under one or more bucket prefixes or folders; one result row per object, exactly once.")
     parser.add_argument("--input", nargs="+", required=True, help="bucket prefixes (s3://bucket/prefix/) or folders, searched recursively")
-    parser.add_argument("--model", required=True, help="model directory written by train-decoder")
+    add_model_options(parser)
     parser.add_argument("--output", required=True, help="output folder / s3:// prefix (captions/, exports/, runs/, gallery/)")
-    parser.add_argument("--backbone-weights", default=None, help="CNN weights file (local or s3://) when the model was trained on features from a weights file; 'imagenet' and seeded random weights are found automatically")
     add_search_options(parser)
     add_reading_options(parser)
     parser.add_argument("--recaption", action="store_true", help="caption again every object this model has not captioned yet, even if an earlier model did")

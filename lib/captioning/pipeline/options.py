@@ -43,6 +43,12 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """The trained model that captions, and the CNN weights file its features may need (caption-images, caption, serve)."""
+    parser.add_argument("--model", required=required, help="model directory written by train-decoder (local or s3://)")
+    parser.add_argument("--backbone-weights", default=None, help="CNN weights file (local or s3://) when the model was trained on features from a weights file; 'imagenet' and seeded random weights are found automatically")
+
+
 def add_search_options(parser: argparse.ArgumentParser) -> None:
     """How captions are searched (evaluate, caption-images)."""
     group = parser.add_argument_group("caption search")
@@ -74,9 +80,18 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=positive_int, default=default(EncoderConfig, "batch_size"), help="images per CNN call (default %(default)s)")
     group.add_argument("--io-threads", type=positive_int, default=default(ImageReading, "io_threads"), help="concurrent object reads and decodes per task (default %(default)s)")
     group.add_argument("--images-per-partition", type=positive_int, default=default(ImageReading, "images_per_partition"), help="objects per Spark task (default %(default)s)")
-    group.add_argument("--max-pixels", type=positive_int, default=default(DecodeConfig, "max_pixels"), help="refuse images with more pixels than this, a decompression-bomb guard (default %(default)s)")
+    add_decode_options(group)
     group.add_argument("--mixed-precision", action="store_true", help="run the CNN in mixed float16 (GPUs with tensor cores)")
 
 
 def reading_from_args(args: argparse.Namespace) -> ImageReading:
-    return ImageReading(io_threads=args.io_threads, images_per_partition=args.images_per_partition, decode=DecodeConfig(max_pixels=args.max_pixels))
+    return ImageReading(io_threads=args.io_threads, images_per_partition=args.images_per_partition, decode=decode_from_args(args))
+
+
+def add_decode_options(parser) -> None:
+    """How image bytes are decoded, on a parser or an argument group (every command that reads images)."""
+    parser.add_argument("--max-pixels", type=positive_int, default=default(DecodeConfig, "max_pixels"), help="refuse images with more pixels than this, a decompression-bomb guard (default %(default)s)")
+
+
+def decode_from_args(args: argparse.Namespace) -> DecodeConfig:
+    return DecodeConfig(max_pixels=args.max_pixels)

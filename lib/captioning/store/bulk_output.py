@@ -12,6 +12,9 @@
 
 A run's rows become visible only when Spark commits its Parquet output; a run killed
 earlier leaves nothing visible. Run ids sort by their start time (UTC).
+
+:func:`latest_answers` reads the committed rows of every run without Spark (pyarrow),
+keeping each object's latest answer: what a person browsing the output wants to see.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Sequence
 
 from captioning.store import storage
 
@@ -86,3 +90,36 @@ class BulkOutput:
                 storage.delete(folder, recursive=True)
                 removed.append(folder)
         return removed
+
+
+# Columns of the result rows that say what an object got, and who answered when.
+ANSWER_COLUMNS = ("uri", "version", "status", "caption", "score", "error", "error_detail", "model_id", "captioned_at")
+
+
+def latest_answers(output: BulkOutput, columns: Sequence[str] = ANSWER_COLUMNS):
+    """The latest committed answer of every object, across all runs: a pandas DataFrame
+    with ``columns`` and ``run_id``, one row per URI, sorted by URI.
+
+    "Latest" is the row of the most recent run (run ids sort by start time), then the
+    latest ``captioned_at``: a changed object captioned again, or an object recaptioned by
+    a new model, shows its new answer. Spark's uncommitted ``_temporary`` folders and
+    marker files are not read (pyarrow skips names starting with ``_`` and ``.``). An
+    output with no committed rows yet gives an empty frame.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    wanted = list(dict.fromkeys([*columns, "run_id"]))
+    if not storage.exists(output.captions):
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in wanted})
+    filesystem, path = storage.arrow_filesystem(output.captions)
+    partitioning = ds.partitioning(pa.schema([("run_date", pa.string()), ("run_id", pa.string())]), flavor="hive")
+    try:
+        table = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning=partitioning).to_table(columns=wanted)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise storage.StorageError(f"{output.captions}: cannot read the committed caption rows ({type(error).__name__}: {error})") from error
+    frame = table.to_pandas()
+    order = [name for name in ("uri", "run_id", "captioned_at") if name in frame.columns]
+    frame = frame.sort_values(order, kind="stable").drop_duplicates("uri", keep="last")
+    return frame.reset_index(drop=True)

@@ -51,7 +51,10 @@ def make_search_fn(
     * ``scores`` float32 [B]: the length-normalised score;
     * ``ended`` bool [B]: whether endseq was emitted (False: cut at max_length).
 
-    :func:`results_from_outputs` turns that dict into :class:`SearchResult` objects.
+    With ``config.results`` N > 1 (beam search) every output gains an axis of N after the
+    batch axis: the N best beams of each image, best first (``token_ids`` [B, N, T], the
+    others [B, N]). :func:`results_from_outputs` turns the dict into the best
+    :class:`SearchResult` of each image, :func:`ranked_results_from_outputs` into the N best.
     """
     require_max_length(config)
     for spec in tf.nest.flatten(feature_spec):
@@ -73,18 +76,33 @@ def make_search_fn(
 
 
 def results_from_outputs(outputs: Mapping[str, Any]) -> list[SearchResult]:
-    """The dict a compiled search returns, as one :class:`SearchResult` per image."""
-    token_ids = np.asarray(outputs["token_ids"])  # [B, T]
-    lengths = np.asarray(outputs["lengths"])  # [B]
-    log_probs = np.asarray(outputs["log_probs"])  # [B]
-    scores = np.asarray(outputs["scores"])  # [B]
-    ended = np.asarray(outputs["ended"])  # [B]
+    """The dict a compiled search returns, as the best :class:`SearchResult` of each image."""
+    return [ranked[0] for ranked in ranked_results_from_outputs(outputs)]
+
+
+def ranked_results_from_outputs(outputs: Mapping[str, Any]) -> list[tuple[SearchResult, ...]]:
+    """The dict a compiled search returns, as each image's results, best first.
+
+    A beam that never became live (log-prob -inf: only when the vocabulary is smaller
+    than the beam) is no caption and is left out, as in the reference search.
+    """
+    token_ids = np.asarray(outputs["token_ids"])  # [B, T] or [B, N, T]
+    ranked = token_ids.ndim == 3
+    columns = {name: np.asarray(outputs[name]) for name in ("lengths", "log_probs", "scores", "ended")}  # each [B] or [B, N]
+    if not ranked:
+        token_ids = token_ids[:, None, :]  # [B, 1, T]
+        columns = {name: values[:, None] for name, values in columns.items()}  # each [B, 1]
+    lengths, log_probs, scores, ended = (columns[name] for name in ("lengths", "log_probs", "scores", "ended"))
     return [
-        SearchResult(
-            token_ids=tuple(int(t) for t in token_ids[b, : lengths[b]]),
-            log_prob=float(log_probs[b]),
-            score=float(scores[b]),
-            ended=bool(ended[b]),
+        tuple(
+            SearchResult(
+                token_ids=tuple(int(t) for t in token_ids[b, k, : lengths[b, k]]),
+                log_prob=float(log_probs[b, k]),
+                score=float(scores[b, k]),
+                ended=bool(ended[b, k]),
+            )
+            for k in range(token_ids.shape[1])
+            if k == 0 or np.isfinite(log_probs[b, k])
         )
         for b in range(token_ids.shape[0])
     ]
@@ -93,6 +111,11 @@ def results_from_outputs(outputs: Mapping[str, Any]) -> list[SearchResult]:
 def run_search(search_fn: Any, features: Any) -> list[SearchResult]:
     """Caption a batch of images with a function from :func:`make_search_fn`."""
     return results_from_outputs(search_fn(features))
+
+
+def run_ranked_search(search_fn: Any, features: Any) -> list[tuple[SearchResult, ...]]:
+    """The N best captions of each image of a batch (N: the search config's ``results``)."""
+    return ranked_results_from_outputs(search_fn(features))
 
 
 def length_penalty(lengths: tf.Tensor, alpha: float) -> tf.Tensor:
@@ -147,15 +170,16 @@ def _write_column(tokens: tf.Tensor, t: tf.Tensor, words: tf.Tensor) -> tf.Tenso
 
 
 def _outputs(tokens: tf.Tensor, sums: tf.Tensor, lengths: tf.Tensor, ended: tf.Tensor, alpha: float, pad_id: int) -> dict[str, tf.Tensor]:
-    """Final dict from the chosen sequences: tokens [B, T], sums/lengths/ended [B]."""
-    words = lengths - tf.cast(ended, tf.int32)  # [B] caption words, endseq not counted
-    in_caption = tf.range(tf.shape(tokens)[1])[None, :] < words[:, None]  # [B, T]
+    """Final dict from the chosen sequences: tokens [B, T], sums/lengths/ended [B]
+    (or, for N-best lists, tokens [B, N, T] and the others [B, N]: shown as [...] below)."""
+    words = lengths - tf.cast(ended, tf.int32)  # [...] caption words, endseq not counted
+    in_caption = tf.range(tf.shape(tokens)[-1]) < words[..., None]  # [..., T]
     return {
-        "token_ids": tf.where(in_caption, tokens, pad_id),  # [B, T]
-        "lengths": words,  # [B]
-        "log_probs": sums,  # [B]
-        "scores": sums / length_penalty(lengths, alpha),  # [B]
-        "ended": ended,  # [B]
+        "token_ids": tf.where(in_caption, tokens, pad_id),  # [..., T]
+        "lengths": words,  # [...]
+        "log_probs": sums,  # [...]
+        "scores": sums / length_penalty(lengths, alpha),  # [...]
+        "ended": ended,  # [...]
     }
 
 
@@ -233,7 +257,10 @@ def _beam(step_fn: StepFn, state: State, config: SearchConfig, start_id: int, en
     )
     _, _, _, tokens, sums, lengths, finished = tf.while_loop(keep_going, advance, loop_vars, maximum_iterations=max_length)
     # top_k returns beams sorted by normalised score, so beam 0 is each image's answer
-    return _outputs(tokens[:, 0], sums[:, 0], lengths[:, 0], finished[:, 0], alpha, pad_id)
+    if config.results == 1:
+        return _outputs(tokens[:, 0], sums[:, 0], lengths[:, 0], finished[:, 0], alpha, pad_id)
+    best = config.results
+    return _outputs(tokens[:, :best], sums[:, :best], lengths[:, :best], finished[:, :best], alpha, pad_id)  # [B, N, T], [B, N]
 
 
 def _candidates(log_probs: tf.Tensor, sums: tf.Tensor, lengths: tf.Tensor, finished: tf.Tensor, pad_id: int) -> tuple[tf.Tensor, tf.Tensor]:

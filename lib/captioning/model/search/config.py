@@ -14,6 +14,10 @@ class SearchConfig:
     # no n-gram of this many words twice in one caption (a word that would repeat one gets
     # probability 0); stops loops like "with with with" on unfamiliar images. 0: no blocking
     no_repeat_ngram: int = 3
+    results: int = 1  # captions returned per image, best first: the best beams of the final beam set
+
+    # ``results`` does not change the search: the first of N results is the one caption of
+    # the same search with results=1 (the beam set is what beam_width makes it either way).
 
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "beam"):
@@ -26,6 +30,12 @@ class SearchConfig:
             raise ValueError(f"no_repeat_ngram must be >= 0 (0: no blocking), got {self.no_repeat_ngram}")
         if self.max_length < 0:
             raise ValueError(f"max_length must be >= 0 (0: the model's own maximum), got {self.max_length}")
+        if self.results < 1:
+            raise ValueError(f"results must be >= 1, got {self.results}")
+        if self.method == "greedy" and self.results > 1:
+            raise ValueError(f"greedy search finds one caption per image, {self.results} were asked for: use beam search")
+        if self.results > self.beam_width:
+            raise ValueError(f"results ({self.results}) cannot exceed beam_width ({self.beam_width}): the final beam set holds beam_width captions")
 
     def for_model(self, longest: int) -> "SearchConfig":
         """These settings with ``max_length`` 0 replaced by ``longest`` (the model's maximum)."""

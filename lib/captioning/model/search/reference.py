@@ -20,7 +20,9 @@ exact about the rules both implementations follow:
   ``end_id`` stays in the beam set, frozen (it only appends padding and its score does not
   change), and competes with the live beams on normalised score at every step; the search
   ends when every beam is finished or after ``max_length`` steps; the answer is the beam
-  with the best normalised score;
+  with the best normalised score, and the ``results`` best beams of the final set, best
+  first, are the N-best list (a beam that never became live, possible only when the
+  vocabulary is smaller than the beam, is left out of it);
 * ties are broken towards the lowest index: lowest word id, and in beam search lowest
   (parent beam, word id) pair, the order ``tf.math.top_k`` guarantees;
 * with ``no_repeat_ngram`` n > 0, a live sequence may not emit a word that completes an
@@ -87,6 +89,17 @@ def search(model: StepModel, features: Any, config: SearchConfig, *, start_id: i
     return beam_search(model, features, config, start_id=start_id, end_id=end_id, pad_id=pad_id)
 
 
+def ranked_search(model: StepModel, features: Any, config: SearchConfig, *, start_id: int = 2, end_id: int = 3, pad_id: int = 0) -> list[tuple[SearchResult, ...]]:
+    """The ``config.results`` best captions of every image, best first (greedy: its one caption)."""
+    if config.method == "greedy":
+        return [(result,) for result in greedy_search(model, features, config, start_id=start_id, end_id=end_id, pad_id=pad_id)]
+    tokens, lengths, finished, sums, scores = _final_beams(model, features, config, start_id, end_id, pad_id)
+    return [
+        tuple(_result(tokens[b, k], lengths[b, k], finished[b, k], sums[b, k], scores[b, k]) for k in range(config.results) if np.isfinite(sums[b, k]))
+        for b in range(tokens.shape[0])
+    ]
+
+
 def greedy_search(model: StepModel, features: Any, config: SearchConfig, *, start_id: int = 2, end_id: int = 3, pad_id: int = 0) -> list[SearchResult]:
     """At every step take the most probable word (lowest id on ties), for all images at once."""
     state = _initial_state(model, features)
@@ -113,7 +126,14 @@ def greedy_search(model: StepModel, features: Any, config: SearchConfig, *, star
 
 
 def beam_search(model: StepModel, features: Any, config: SearchConfig, *, start_id: int = 2, end_id: int = 3, pad_id: int = 0) -> list[SearchResult]:
-    """Keep ``beam_width`` best partial captions per image; all images advance together.
+    """Keep ``beam_width`` best partial captions per image; all images advance together."""
+    tokens, lengths, finished, sums, scores = _final_beams(model, features, config, start_id, end_id, pad_id)
+    # beams are sorted by normalised score after every step, so beam 0 is the answer
+    return [_result(tokens[b, 0], lengths[b, 0], finished[b, 0], sums[b, 0], scores[b, 0]) for b in range(tokens.shape[0])]
+
+
+def _final_beams(model: StepModel, features: Any, config: SearchConfig, start_id: int, end_id: int, pad_id: int) -> tuple[np.ndarray, ...]:
+    """The final beam set, sorted best first: tokens [B, K, T], lengths, finished, sums, scores [B, K].
 
     The state is kept flattened as [B*K, ...] (beam k of image b at row b*K + k) and is
     re-gathered by parent beam after every step.
@@ -151,8 +171,7 @@ def beam_search(model: StepModel, features: Any, config: SearchConfig, *, start_
         flat_parent = (rows * width + parent).reshape(-1)  # [B*K]
         state = tuple(s[flat_parent] for s in state)  # each [B*K, ...]
         words = word.reshape(-1)  # [B*K]
-    # beams are sorted by normalised score after every step, so beam 0 is the answer
-    return [_result(tokens[b, 0], lengths[b, 0], finished[b, 0], sums[b, 0], scores[b, 0]) for b in range(batch)]
+    return tokens, lengths, finished, sums, scores
 
 
 def _candidates(log_probs: np.ndarray, sums: np.ndarray, lengths: np.ndarray, finished: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
