@@ -273,12 +273,31 @@ def test_identity_for_random_weights():
 
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_every_backbone_builds_with_the_declared_sizes(name):
+    """The spatial build checks the declared grid and channels (the pooled vector is its pooled grid)."""
     spec = backbone_spec(name)
-    model = build_encoder(EncoderConfig(backbone=name, weights="none"))
+    spatial = EncoderConfig(backbone=name, weights="none", spatial=True)
+    model = build_encoder(spatial)
     assert model.input_shape == (None, *spec.input_shape)
-    assert model.output_shape == (None, spec.feature_dim)
+    assert spatial.feature_shape == (*spec.grid, spec.feature_dim)
+    assert model.output_shape == (None, spatial.feature_dim)
     features = make_batch_featurizer(model)(pixels(1, spec.input_shape))
-    assert features.shape == (1, spec.feature_dim) and np.isfinite(features).all()
+    assert features.shape == (1, spatial.feature_dim) and np.isfinite(features).all()
+    assert encoder_identity(spatial)["feature_shape"] == [*spec.grid, spec.feature_dim]
+
+
+def test_spatial_grid_pools_to_the_pooled_vector_and_projects_with_the_fixed_matrix():
+    from captioning.model.encoder_spec import projection_matrix
+
+    batch = pixels(3, SMALL.spec.input_shape)
+    pooled = make_batch_featurizer(build_encoder(dataclasses.replace(SMALL, pooling="max")))(batch)  # (3, 576)
+    grid = make_batch_featurizer(build_encoder(dataclasses.replace(SMALL, spatial=True)))(batch).reshape(3, 7, 7, 576)
+    np.testing.assert_allclose(grid.max(axis=(1, 2)), pooled, rtol=1e-5, atol=1e-5)  # the same feature map, cell by cell
+    projected_config = dataclasses.replace(SMALL, spatial=True, channels=32, seed=5)
+    projected = make_batch_featurizer(build_encoder(projected_config))(batch)
+    assert projected.shape == (3, 7 * 7 * 32)
+    np.testing.assert_allclose(projected.reshape(3, 7, 7, 32), grid @ projection_matrix(5, 576, 32), rtol=1e-4, atol=1e-4)
+    assert encoder_identity(projected_config)["projection"] == "random:seed=5"
+    assert "projection" not in encoder_identity(dataclasses.replace(SMALL, spatial=True))
 
 
 @pytest.mark.parametrize(

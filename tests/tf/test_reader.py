@@ -277,3 +277,30 @@ def test_trimmed_batches_give_the_same_loss_and_gradients(view):
     assert trimmed_loss == pytest.approx(full_loss, rel=1e-6)
     for full, cut in zip(full_gradients, trimmed_gradients):
         np.testing.assert_allclose(tf.convert_to_tensor(cut).numpy(), tf.convert_to_tensor(full).numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_bucketed_batches_hold_captions_of_about_one_length(view, width):
+    """Bucketing by length: every row once, each batch's caption lengths within one bucket, padding trimmed."""
+    folder, _, tokens = view
+    lengths = (tokens != 0).sum(axis=1)  # tokens incl. startseq/endseq: 3 .. L
+    batches = []
+    with open_dataset(folder, config(shuffle=True, trim_padding=True, bucket_width=width, batch_size=16)) as dataset:
+        for (features, inputs), targets, weights in dataset:
+            batches.append((features.numpy()[:, 0].astype(int), inputs.shape[1], weights.numpy()))
+    ids = np.concatenate([b[0] for b in batches])
+    assert sorted(ids) == list(range(ROWS))
+    bounds = config(bucket_width=width).bucket_boundaries()
+    for rows, steps, weights in batches:
+        assert len(rows) <= 16
+        assert len({int(np.searchsorted(bounds, n, side="right")) for n in lengths[rows]}) == 1  # one bucket per batch
+        assert steps == lengths[rows].max() - 1  # trimmed to the longest caption of the batch
+        np.testing.assert_array_equal(weights.sum(axis=1), lengths[rows] - 1)
+    padded = sum(w.size - w.sum() for _, _, w in batches)
+    assert padded <= (width - 1) * ROWS  # width 1: no padded position at all
+
+
+def test_shuffle_buffer_is_capped_in_bytes():
+    small = config(feature_dim=7 * 7 * 2048, shuffle_buffer=8192)  # float16 grids of 196 KiB
+    assert small.buffered_rows == (512 * 1024 * 1024) // (7 * 7 * 2048 * 2 + L * 4)
+    assert config(shuffle_buffer=100).buffered_rows == 100

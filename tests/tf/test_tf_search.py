@@ -183,3 +183,26 @@ def test_feature_spec_needs_a_free_batch_dimension():
     initial_state_fn, step_fn = tf_lstm(lstm_weights(seed=0, end_bias=0.0))
     with pytest.raises(ValueError, match="None batch dimension"):
         make_search_fn(step_fn, initial_state_fn, tf.TensorSpec([4, FEATURES], tf.float32), SearchConfig(max_length=8))
+
+
+def repeats(tokens, n: int) -> bool:
+    grams = [tuple(tokens[k : k + n]) for k in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("method,width", [("greedy", 1), ("beam", 3)])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_repeat_blocking_equals_the_reference(method, width, n):
+    """A decoder that loops when free to: the compiled search blocks the same words as the reference."""
+    weights = lstm_weights(seed=7, end_bias=-40.0)  # never ends: 14 words, so words must repeat somewhere
+    initial_state_fn, step_fn = tf_lstm(weights)
+    features = images(24, seed=5)
+    blocked = SearchConfig(method=method, beam_width=width, max_length=14, no_repeat_ngram=n)
+    free = SearchConfig(method=method, beam_width=width, max_length=14, no_repeat_ngram=0)
+    got = run_search(make_search_fn(step_fn, initial_state_fn, SPEC, blocked), tf.constant(features))
+    expected = search(NumpyLstm(weights), features, blocked)
+    assert_same_results(got, expected)
+    unblocked = search(NumpyLstm(weights), features, free)
+    assert sum(repeats(r.token_ids, n) for r in unblocked) >= 6  # blocking has work to do
+    assert not any(repeats(r.token_ids, n) for r in got)
+    assert all(len(r.token_ids) == 14 for r in got) or n == 1  # with 12 words, a 14-word caption must repeat a word

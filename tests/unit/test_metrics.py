@@ -181,3 +181,37 @@ def test_a_failing_meteor_is_an_error_not_a_hang(monkeypatch):
     monkeypatch.setattr(meteor, "METEOR_JAR", "no-such-meteor.jar")
     with pytest.raises(CocoEvalError, match="METEOR failed.*no-such-meteor.jar"):
         coco_scores(REFERENCES, PERFECT)
+
+
+def test_human_agreement_scores_each_annotator_against_the_others():
+    from captioning.report.metrics import human_agreement
+
+    same = {i: [list(refs[0])] * 3 for i, refs in REFERENCES.items()}  # three annotators who agree word for word
+    assert human_agreement(same)["BLEU-4"] == pytest.approx(1.0)
+    scores = human_agreement(REFERENCES)
+    by_hand = []
+    for k in range(3):
+        hypotheses = {i: refs[k] for i, refs in REFERENCES.items()}
+        others = {i: [r for j, r in enumerate(refs) if j != k] for i, refs in REFERENCES.items()}
+        by_hand.append(bleu_scores(others, hypotheses)["BLEU-1"])
+    assert scores["BLEU-1"] == pytest.approx(sum(by_hand) / 3)
+    assert 0 < scores["BLEU-1"] < 1
+    with pytest.raises(ValueError, match="same number"):
+        human_agreement({"a": [["x"], ["y"]], "b": [["x"]]})
+
+
+def test_metric_columns_tell_nltk_and_coco_bleu_apart():
+    from captioning.report.metrics import metric_columns
+
+    row = metric_columns({"bleu_nltk": {"BLEU-1": 0.8, "BLEU-4": 0.5}, "coco": {"Bleu_1": 0.7, "Bleu_4": 0.4, "METEOR": 0.3, "ROUGE_L": 0.6, "CIDEr": 2.0, "note": "x"}})
+    assert row == {"BLEU-1 (nltk)": 0.8, "BLEU-4 (nltk)": 0.5, "BLEU-1 (COCO)": 0.7, "BLEU-4 (COCO)": 0.4, "METEOR": 0.3, "ROUGE-L": 0.6, "CIDEr": 2.0}
+    assert metric_columns({"bleu_nltk": {"BLEU-4": 0.5}}) == {"BLEU-4 (nltk)": 0.5}
+
+
+def test_repeated_ngram_share_counts_captions_with_a_repeat():
+    from captioning.report.metrics import repeated_ngram_share
+
+    captions = ["three three with with with with".split(), "a red circle above a red square".split(), "a b c a b c".split(), "a b c d".split()]
+    assert repeated_ngram_share(captions, 3) == pytest.approx(2 / 4)  # "with with with" twice; "a b c" twice
+    assert repeated_ngram_share(captions, 2) == pytest.approx(3 / 4)  # also "a red"
+    assert repeated_ngram_share([], 3) == 0.0

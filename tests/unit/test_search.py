@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from captioning.model.search.config import SearchConfig
-from captioning.model.search.reference import beam_search, greedy_search, length_penalty, ranked_search, search
+from captioning.model.search.reference import beam_search, greedy_search, length_penalty, ranked_search, repeat_mask, search
 
 PAD, UNK, START, END, A, B, C = range(7)
 VOCAB = 7
@@ -85,7 +85,7 @@ def test_scores_are_length_normalised_log_prob_sums():
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_caption_without_end_token_stops_at_max_length(method):
     model = first_order({START: {A: 1.0}, A: {B: 0.6, C: 0.4}, B: {A: 1.0}, C: {A: 1.0}})
-    result = search(model, [0], SearchConfig(method=method, max_length=5))[0]
+    result = search(model, [0], SearchConfig(method=method, max_length=5, no_repeat_ngram=0))[0]
     assert result.token_ids == (A, B, A, B, A)
     assert not result.ended
     assert result.log_prob == pytest.approx(2 * math.log(0.6), abs=1e-6)
@@ -161,13 +161,22 @@ def sequence_log_prob(model: TableModel, table: int, emitted: tuple[int, ...]) -
     return total
 
 
+def has_repeat(tokens, n: int) -> bool:
+    grams = [tuple(tokens[k : k + n]) for k in range(len(tokens) - n + 1)]
+    return n > 0 and len(grams) != len(set(grams))
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.7])
-def test_wide_beam_is_exhaustive_search(alpha):
+@pytest.mark.parametrize("no_repeat", [0, 1, 2])
+def test_wide_beam_is_exhaustive_search(alpha, no_repeat):
+    """With blocking on, the best caption among those that repeat no n-gram."""
     vocab, max_length = 5, 4
     model = random_model(seed=5, tables=4, vocab=vocab, end_boost=0.5)
-    captions = sorted(all_captions(vocab, max_length))
-    width = len(captions)  # no caption is ever pruned
-    results = beam_search(model, np.arange(4), SearchConfig(beam_width=width, length_alpha=alpha, max_length=max_length))
+    captions = sorted(c for c in all_captions(vocab, max_length) if not has_repeat(c, no_repeat))
+    width = len(list(all_captions(vocab, max_length)))  # no caption is ever pruned
+    assert len(captions) < width or no_repeat == 0
+    config = SearchConfig(beam_width=width, length_alpha=alpha, max_length=max_length, no_repeat_ngram=no_repeat)
+    results = beam_search(model, np.arange(4), config)
     for table, result in enumerate(results):
         def normalised(c):
             return sequence_log_prob(model, table, c) / length_penalty(len(c), alpha)
@@ -192,12 +201,39 @@ def test_reported_log_prob_is_the_log_prob_of_the_returned_caption(method, width
         assert result.score == pytest.approx(result.log_prob / length_penalty(len(emitted), 0.7), abs=1e-9)
 
 
+def test_repeat_mask_bans_the_word_that_would_repeat_an_ngram():
+    tokens = np.array([[A, B, C, A, B, PAD], [A, B, C, A, C, PAD], [C, A, A, A, B, PAD]])  # [3, 6]
+    trigram = repeat_mask(tokens, 5, 3, VOCAB)  # after 5 tokens
+    assert [set(np.flatnonzero(row)) for row in trigram] == [{C}, set(), set()]  # "a b c" seen: after "a b", c is banned
+    bigram = repeat_mask(tokens, 5, 2, VOCAB)
+    assert [set(np.flatnonzero(row)) for row in bigram] == [{C}, {A}, set()]  # after "b": c; after "c": a
+    assert set(np.flatnonzero(repeat_mask(tokens, 3, 2, VOCAB)[2])) == {A}  # after "c a a": "a a" seen
+    assert [set(np.flatnonzero(row)) for row in repeat_mask(tokens, 3, 1, VOCAB)] == [{A, B, C}, {A, B, C}, {A, C}]
+    assert not repeat_mask(tokens, 5, 0, VOCAB).any()
+
+
+# a loop the model loves: start -> a b c a b c ... end is unlikely everywhere
+LOOP = {START: {A: 0.99, END: 0.01}, A: {B: 0.9, C: 0.05, END: 0.05}, B: {C: 0.9, A: 0.05, END: 0.05}, C: {A: 0.9, B: 0.05, END: 0.05}}
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_blocking_keeps_every_ngram_unique_and_counts_only_emitted_words(method, n):
+    model = first_order(LOOP)
+    blocked = search(model, [0], SearchConfig(method=method, max_length=12, no_repeat_ngram=n, length_alpha=0.0))[0]
+    loose = search(model, [0], SearchConfig(method=method, max_length=12, no_repeat_ngram=0, length_alpha=0.0))[0]
+    assert has_repeat(loose.token_ids, n)  # the loop without blocking
+    assert not has_repeat(blocked.token_ids + ((END,) if blocked.ended else ()), n)
+    assert blocked.log_prob == pytest.approx(sequence_log_prob(model, 0, blocked.token_ids + ((END,) if blocked.ended else ())), abs=1e-9)
+    if method == "greedy" and n == 3:
+        # a b c a b, then c would repeat "a b c": the next best after b is a (.05, id 4) or end (.05, id 3): end wins the tie
+        assert blocked.token_ids == (A, B, C, A, B) and blocked.ended
 @pytest.mark.parametrize("alpha", [0.0, 0.7])
 def test_n_best_list_of_a_wide_beam_is_the_exhaustive_top_n(alpha):
     vocab, max_length, best_of = 5, 4, 6
     model = random_model(seed=8, tables=4, vocab=vocab, end_boost=0.5)
     captions = sorted(all_captions(vocab, max_length))
-    config = SearchConfig(beam_width=len(captions), length_alpha=alpha, max_length=max_length, results=best_of)
+    config = SearchConfig(beam_width=len(captions), length_alpha=alpha, max_length=max_length, results=best_of, no_repeat_ngram=0)
     for table, ranked in enumerate(ranked_search(model, np.arange(4), config)):
         def normalised(c):
             return sequence_log_prob(model, table, c) / length_penalty(len(c), alpha)
@@ -253,6 +289,8 @@ def test_config_is_validated():
         SearchConfig(beam_width=0)
     with pytest.raises(ValueError, match="max_length"):
         SearchConfig(max_length=-1)
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        SearchConfig(no_repeat_ngram=-1)
     with pytest.raises(ValueError, match="greedy search finds one caption"):
         SearchConfig(method="greedy", results=2)
     with pytest.raises(ValueError, match="cannot exceed beam_width"):

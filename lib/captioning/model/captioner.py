@@ -30,7 +30,8 @@ def encoder_for(info: ModelInfo, backbone_weights: str | None = None, batch_size
     """The CNN the model's training features came from, checked against its recorded identity.
 
     ImageNet and seeded random weights are rebuilt from the record alone; features from a
-    weights file need that file (``backbone_weights``), whose digest must match.
+    weights file need that file (``backbone_weights``), whose digest must match. A spatial
+    grid (the attention decoder's input) is rebuilt with its projection, if it had one.
     """
     features = info.features
     weights_id = str(features["weights"])
@@ -42,9 +43,14 @@ def encoder_for(info: ModelInfo, backbone_weights: str | None = None, batch_size
         weights, seed = "none", int(weights_id.split("=", 1)[1])
     else:
         raise InputError(f"{info.uri}: the model was trained on features from a weights file ({weights_id}); pass that file with --backbone-weights")
+    shape = features.get("feature_shape")
+    spatial = bool(shape) and len(shape) == 3
+    projection = features.get("projection")
+    if projection:  # "random:seed=<seed>": the projection's seed is the extraction's seed
+        seed = int(str(projection).split("=", 1)[1])
     encoder = EncoderConfig(
-        backbone=features["backbone"], weights=weights, seed=seed, pooling=features.get("pooling", "avg"),
-        batch_size=batch_size, mixed_precision=mixed_precision,
+        backbone=features["backbone"], weights=weights, seed=seed, pooling="avg" if spatial else features.get("pooling", "avg"),
+        batch_size=batch_size, mixed_precision=mixed_precision, spatial=spatial, channels=int(shape[2]) if projection else 0,
     )
     check_identity(backbone_weights or info.uri, features, encoder_identity(encoder), "pass the CNN weights the model was trained with (--backbone-weights)")
     return encoder
@@ -57,34 +63,39 @@ class Captioner:
     def __init__(self, info: ModelInfo, search: SearchConfig):
         import tensorflow as tf
 
-        from captioning.model.decoder import StepDecoder
+        from captioning.model.decoder import step_decoder
         from captioning.model.search.compiled import make_search_fn
 
         search = search.for_model(info.decoder.max_length - 1)
         self.info = info
         self.search = search
         self.vocabulary = info.vocabulary
-        step = StepDecoder(load_model(info))
+        step = step_decoder(load_model(info), info.decoder)
         spec = tf.TensorSpec([None, info.decoder.feature_dim], tf.float32)
         vocab = info.vocabulary
         self._search = make_search_fn(step.step, step.initial_state, spec, search, start_id=vocab.start_id, end_id=vocab.end_id, pad_id=vocab.pad_id)
 
-    def caption(self, features: np.ndarray) -> list[Caption]:
-        """One caption per row of ``features`` (B, D)."""
+    def caption(self, features: np.ndarray, source: str = "features") -> list[Caption]:
+        """One caption per row of ``features`` (B, D); features of another shape than the
+        model's are refused, naming ``source``."""
         from captioning.model.search.compiled import run_search
 
-        if len(features) == 0:
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim == 2 and len(features) == 0:
             return []
-        return [self._caption(result) for result in run_search(self._search, np.asarray(features, dtype=np.float32))]
+        self.info.check_feature_array(source, features)
+        return [self._caption(result) for result in run_search(self._search, features)]
 
-    def caption_ranked(self, features: np.ndarray) -> list[tuple[Caption, ...]]:
+    def caption_ranked(self, features: np.ndarray, source: str = "features") -> list[tuple[Caption, ...]]:
         """The ``search.results`` best captions of each row of ``features`` (B, D), best first;
         the first is the caption :meth:`caption` gives."""
         from captioning.model.search.compiled import run_ranked_search
 
-        if len(features) == 0:
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim == 2 and len(features) == 0:
             return []
-        ranked = run_ranked_search(self._search, np.asarray(features, dtype=np.float32))
+        self.info.check_feature_array(source, features)
+        ranked = run_ranked_search(self._search, features)
         return [tuple(self._caption(result) for result in results) for results in ranked]
 
     def _caption(self, result) -> Caption:

@@ -1,6 +1,15 @@
-"""The caption decoder: the original project's "merge" model, trained with teacher forcing.
+"""The caption decoders' configuration, and the original project's "merge" model.
 
-Training model::
+Two decoders share the training, search and model-directory code; ``Architecture.decoder``
+names one:
+
+* ``merge`` (the default, below): one pooled image vector added to the LSTM's output at
+  every word. Cheap, and enough when captions name what is in the picture.
+* ``attention`` (:mod:`captioning.model.attention`): soft attention over the CNN's spatial
+  grid, a new look at the picture for every word (Show, Attend and Tell). Needs a spatial
+  feature store; pays off when captions say which thing is where.
+
+Merge training model::
 
     features (B, D) ─ Dropout ─ Dense(image_units, relu) ──────────────┐ (B, 1, U) broadcast
     input_ids (B, T) ─ Embedding(E) ─ Dropout ─ LSTM(U, sequences) ─ add ─ Dense(hidden, relu) ─ Dense(V) logits (B, T, V)
@@ -18,6 +27,7 @@ Inference uses the same layers one word at a time through :class:`StepDecoder`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,16 +36,29 @@ from captioning.errors import InputError
 from captioning.store import storage
 
 
+DECODERS = ("merge", "attention")
+END_ID = 3  # endseq's id, fixed by captioning.data.vocab (the attention regulariser counts steps up to it)
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """The decoder's sizes: what ``train-decoder`` lets a user choose."""
+    """The decoder and its sizes: what ``train-decoder`` lets a user choose."""
 
+    decoder: str = "merge"  # one of DECODERS: "merge" takes pooled vectors, "attention" a spatial grid
     embedding_dim: int = 200  # the original used 200-d GloVe vectors
     units: int = 256  # LSTM units; also the width of the image projection (they are added)
     hidden_units: int = 512  # the Dense(512, relu) after the merge
     dropout: float = 0.5  # on image vectors and embeddings, as the original
     train_embeddings: bool = True  # False freezes them (the original froze GloVe)
     normalize_features: bool = True  # standardise image vectors with training-set statistics
+    attention_units: int = 256  # attention: width of the grid cells' projection and of the attention MLP
+    attention_penalty: float = 1.0  # attention: weight of the doubly stochastic regulariser (every cell looked at once per caption)
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.attention_penalty < 0:
+            raise ValueError(f"attention_penalty must be >= 0, got {self.attention_penalty}")
 
 
 @dataclass(frozen=True)
@@ -44,12 +67,47 @@ class DecoderConfig:
 
     vocab_size: int
     max_length: int  # token ids per caption incl. startseq/endseq (the table's padded length)
-    feature_dim: int  # length of the image vectors (2048 for ResNet50)
+    feature_dim: int  # values per image as stored (2048 for pooled ResNet50, 7*7*C for its grid)
     architecture: Architecture = field(default_factory=Architecture)
+    feature_shape: tuple[int, ...] = ()  # (rows, columns, channels) of a spatial grid; () for a pooled vector
+
+    def __post_init__(self) -> None:
+        if self.feature_shape and math.prod(self.feature_shape) != self.feature_dim:
+            raise ValueError(f"feature_shape {self.feature_shape} does not hold feature_dim={self.feature_dim} values")
+        if self.architecture.decoder == "attention" and len(self.feature_shape) != 3:
+            raise ValueError("the attention decoder needs spatial features (rows, columns, channels); extract them with extract-features --spatial")
+        if self.architecture.decoder == "merge" and len(self.feature_shape) > 1:
+            raise ValueError(f"the merge decoder takes pooled vectors, not a {'x'.join(map(str, self.feature_shape))} grid; extract features without --spatial, or train --decoder attention")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """What the model expects per image: (feature_dim,) pooled, (rows, columns, channels) spatial."""
+        return tuple(self.feature_shape) or (self.feature_dim,)
+
+
+def build_model(config: DecoderConfig, embedding_matrix: np.ndarray | None = None):
+    """The training model of the decoder ``config.architecture.decoder`` names:
+    (features (B, D), input_ids (B, T)) -> logits (B, T, V)."""
+    if config.architecture.decoder == "attention":
+        from captioning.model.attention import build_attention_model
+
+        return build_attention_model(config, embedding_matrix)
+    return build_training_model(config, embedding_matrix)
+
+
+def step_decoder(model, config: DecoderConfig):
+    """The trained layers as a two-method step decoder (``initial_state`` / ``step``) for search."""
+    if config.architecture.decoder == "attention":
+        from captioning.model.attention import AttentionStepDecoder
+
+        return AttentionStepDecoder(model)
+    return StepDecoder(model)
 
 
 def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | None = None):
-    """Keras model ((features, input_ids) -> logits over the vocabulary at every position)."""
+    """The merge model ((features, input_ids) -> logits over the vocabulary at every position).
+
+    :func:`build_model` picks the decoder the config names; this builds the merge one."""
     import keras
     from keras import layers
 
@@ -88,10 +146,26 @@ def set_feature_statistics(model, mean: np.ndarray, variance: np.ndarray, count:
     (random-initialised backbones especially); standardising them lets the image branch
     learn as fast as the word branch. The statistics are weights of the model, so they
     travel with the weights file and inference applies exactly the same transform.
+    A model that normalises per channel of a grid (the attention decoder) gets the
+    per-dimension moments of the flattened grid pooled over its cells.
     """
     layer = model.get_layer("feature_norm")
-    layer.set_weights([np.asarray(mean, np.float32), np.maximum(np.asarray(variance, np.float32), 1e-6), np.asarray(count)])
+    mean, variance = np.asarray(mean, np.float64), np.asarray(variance, np.float64)
+    channels = int(np.prod(layer.get_weights()[0].shape))  # the layer's own mean: (D,) or (C,)
+    if channels != mean.size:
+        mean, variance = channel_statistics(mean, variance, channels)
+    layer.set_weights([mean.astype(np.float32), np.maximum(variance, 1e-6).astype(np.float32), np.asarray(count)])
     layer.finalize_state()
+
+
+def channel_statistics(mean: np.ndarray, variance: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (mean, variance) (C,) of a grid from the per-value moments of its flattened
+    cells (N*C,): every cell weighs the same, so the mean is the mean of the cells' means and
+    the variance the mean second moment less the squared mean."""
+    cell_means = np.asarray(mean, np.float64).reshape(-1, channels)  # (N, C)
+    second = np.asarray(variance, np.float64).reshape(-1, channels) + np.square(cell_means)  # (N, C)
+    pooled = cell_means.mean(axis=0)  # (C,)
+    return pooled, np.maximum(second.mean(axis=0) - np.square(pooled), 0.0)
 
 
 def feature_statistics(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -101,6 +175,8 @@ def feature_statistics(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, int
 
 
 def compile_model(model, learning_rate: float) -> None:
+    """Adam and per-word cross-entropy; a decoder's own regulariser (the attention one) is
+    added to the training loss by its layer, so ``val_loss`` stays the plain cross-entropy."""
     import keras
 
     model.compile(
@@ -112,7 +188,7 @@ def compile_model(model, learning_rate: float) -> None:
 
 
 class StepDecoder:
-    """The trained layers run one word at a time, for batched search.
+    """The trained merge layers run one word at a time, for batched search.
 
     ``initial_state(features)`` -> (image (B, U), h (B, U), c (B, U)), features normalised
     exactly as in training;

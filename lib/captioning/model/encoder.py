@@ -73,8 +73,10 @@ def _build_scope(config: EncoderConfig) -> Iterator[None]:
 def build_encoder(config: EncoderConfig = EncoderConfig()):
     """A ``keras.Model``: pixels (N, H, W, 3) in 0..255 (uint8 or float) -> features (N, D) float32.
 
-    H, W and D are ``config.spec.input_shape`` and ``feature_dim``. Preprocessing is inside
-    the model. Raises :class:`EncoderWeightsError` when weights cannot be had.
+    H, W are ``config.spec.input_shape``; D is ``config.feature_dim``: the pooled channels,
+    or with ``config.spatial`` the last feature map (rows, columns, channels, optionally
+    projected to fewer channels) flattened row by row. Preprocessing is inside the model.
+    Raises :class:`EncoderWeightsError` when weights cannot be had.
     """
     import keras
 
@@ -85,12 +87,27 @@ def build_encoder(config: EncoderConfig = EncoderConfig()):
     with _build_scope(config):
         pixels = keras.Input(shape=spec.input_shape, dtype="float32", name="pixels")  # (N, H, W, 3) 0..255 RGB
         prepared = preprocess(spec, pixels)  # (N, H, W, 3) as the backbone expects
-        backbone = _application(application, spec, prepared, config.pooling, kind)
-        features = keras.ops.cast(backbone.outputs[0], "float32")  # (N, D)
+        backbone = _application(application, spec, prepared, None if config.spatial else config.pooling, kind)
+        features = keras.ops.cast(backbone.outputs[0], "float32")  # (N, C) pooled, or (N, rows, cols, C)
+        if config.spatial:
+            features = _spatial_features(features, config)  # (N, rows * cols * C')
         model = keras.Model(pixels, features, name=f"encoder_{spec.name}")
     if weights_file is not None:
         _load_weights(model, spec, weights_file)
     return model
+
+
+def _spatial_features(grid, config: EncoderConfig):
+    """The last feature map (N, rows, cols, C), projected to C' channels if asked, flattened to (N, rows * cols * C')."""
+    import keras
+
+    from captioning.model.encoder_spec import projection_matrix
+
+    rows, cols, channels = config.feature_shape
+    if config.channels:
+        matrix = projection_matrix(config.seed, config.spec.feature_dim, channels)  # (C, C')
+        grid = keras.ops.matmul(grid, keras.ops.convert_to_tensor(matrix))  # (N, rows, cols, C')
+    return keras.ops.reshape(grid, (-1, rows * cols * channels))  # (N, rows * cols * C')
 
 
 def _application(application: Callable, spec: BackboneSpec, inputs, pooling: str, kind: str):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -31,6 +32,8 @@ import threading
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
+
+import numpy as np
 
 from captioning.errors import UserError
 from captioning.store import storage
@@ -57,7 +60,8 @@ class BackboneSpec:
     name: str  # registry key, e.g. "resnet50"
     application: str  # class name in keras.applications
     input_size: tuple[int, int]  # (width, height), the order captioning.data.images.decode_image takes
-    feature_dim: int  # values per image after global pooling
+    feature_dim: int  # values per image after global pooling: the last feature map's channels
+    grid: tuple[int, int]  # (rows, columns) of the last feature map at input_size, before pooling
     preprocessing: str  # "caffe": RGB->BGR, minus ImageNet means; "tf": to [-1, 1]; "none": the model rescales inside
     # EfficientNet only: Keras adds an extra input rescaling when it builds with
     # weights="imagenet" (keras issue tensorflow/tensorflow#49930). The same ImageNet file
@@ -73,18 +77,19 @@ class BackboneSpec:
 
 
 _BACKBONES = (
-    BackboneSpec("resnet50", "ResNet50", (224, 224), 2048, "caffe"),
-    BackboneSpec("inceptionv3", "InceptionV3", (299, 299), 2048, "tf"),
+    BackboneSpec("resnet50", "ResNet50", (224, 224), 2048, (7, 7), "caffe"),
+    BackboneSpec("inceptionv3", "InceptionV3", (299, 299), 2048, (8, 8), "tf"),
     BackboneSpec(
         "efficientnetb0",
         "EfficientNetB0",
         (224, 224),
         1280,
+        (7, 7),
         "none",
         imagenet_file_md5="50bc09e76180e00e4465e1a485ddc09d",
         imagenet_input_stddev=(0.229, 0.224, 0.225),
     ),
-    BackboneSpec("mobilenetv3small", "MobileNetV3Small", (224, 224), 576, "none"),
+    BackboneSpec("mobilenetv3small", "MobileNetV3Small", (224, 224), 576, (7, 7), "none"),
 )
 BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType({spec.name: spec for spec in _BACKBONES})
 DEFAULT_BACKBONE = "resnet50"
@@ -113,7 +118,13 @@ class EncoderConfig:
     pooling: str = "avg"  # global pooling over the last feature map: "avg" or "max"
     batch_size: int = 32  # images per forward pass in the feature job
     mixed_precision: bool = False  # float16 compute on GPUs; features are float32 either way
-    seed: int = 0  # random initialisation for weights="none"; identical in every process
+    seed: int = 0  # random initialisation for weights="none" and the projection; identical in every process
+    # keep the last feature map (rows x columns x channels) instead of pooling it: what an
+    # attention decoder looks at, region by region; `pooling` then plays no part
+    spatial: bool = False
+    # spatial only: project every grid cell's channels to this many with a fixed random
+    # matrix drawn from `seed` (the store shrinks by channels / feature_dim); 0 keeps them all
+    channels: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backbone", backbone_spec(self.backbone).name)
@@ -130,10 +141,39 @@ class EncoderConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0 <= int(self.seed) < 2**32:
             raise ValueError(f"seed must be in 0..2**32-1, got {self.seed}")
+        if self.channels < 0 or (self.channels and not self.spatial):
+            raise ValueError(f"channels (a projection of the spatial grid) needs spatial=True and must be >= 0, got {self.channels}")
+        if self.channels > self.spec.feature_dim:
+            raise ValueError(f"channels must be at most {self.spec.feature_dim} ({self.backbone}'s channels), got {self.channels}")
 
     @property
     def spec(self) -> BackboneSpec:
         return backbone_spec(self.backbone)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """Shape of one image's features: (channels,) pooled, (rows, columns, channels) spatial."""
+        spec = self.spec
+        if not self.spatial:
+            return (spec.feature_dim,)
+        return (*spec.grid, self.channels or spec.feature_dim)
+
+    @property
+    def feature_dim(self) -> int:
+        """Values stored per image (the product of feature_shape)."""
+        return math.prod(self.feature_shape)
+
+
+def projection_matrix(seed: int, channels: int, projected: int) -> np.ndarray:
+    """The fixed (channels, projected) float32 matrix of a spatial projection.
+
+    Gaussian entries with variance 1 / projected, drawn from ``seed`` by numpy's PCG64
+    (the same numbers on every machine): a random projection keeps the distances between
+    cells' feature vectors approximately (Johnson-Lindenstrauss), which is what an
+    attention decoder compares, at a fraction of the channels.
+    """
+    rng = np.random.default_rng([int(seed), int(channels), int(projected)])
+    return (rng.standard_normal((channels, projected)) / np.sqrt(projected)).astype(np.float32)
 
 
 # --- weights files -----------------------------------------------------------------------
@@ -222,14 +262,21 @@ def encoder_identity(config: EncoderConfig) -> dict[str, Any]:
     """What makes two feature sets comparable; stored in feature-table metadata.
 
     ``mixed_precision`` and ``batch_size`` are left out: they change speed and the last
-    bits of the values, not what the features mean.
+    bits of the values, not what the features mean. Spatial features add their shape
+    (rows, columns, channels) and, when projected, the projection; pooled ones keep the
+    keys they always had, so older stores and models still match.
     """
     spec = config.spec
-    return {
+    identity = {
         "backbone": spec.name,
         "input_size": list(spec.input_size),
-        "feature_dim": spec.feature_dim,
-        "pooling": config.pooling,
+        "feature_dim": config.feature_dim,
+        "pooling": "none" if config.spatial else config.pooling,
         "preprocessing": spec.preprocessing,
         "weights": weights_identity(config),
     }
+    if config.spatial:
+        identity["feature_shape"] = list(config.feature_shape)
+        if config.channels:
+            identity["projection"] = f"random:seed={config.seed}"
+    return identity

@@ -2,8 +2,9 @@
 
 This module is the only one that knows its file names::
 
-    <model>/config.json            format, decoder (data sizes + architecture), identity of the
-                                   features it was trained on, training summary; written last
+    <model>/config.json            format, decoder (which one, data sizes, feature shape,
+                                   architecture), identity of the features it was trained on,
+                                   training summary; written last
     <model>/model.weights.h5       Keras-native weights (the best epoch on dev loss)
     <model>/vocab.json             the vocabulary and cleaning rules
     <model>/history.json           per-epoch loss/accuracy, dev loss, timing
@@ -33,8 +34,10 @@ from captioning.serialization import from_dict, to_dict
 from captioning.store import storage
 from captioning.store.feature_store import check_identity
 
-FORMAT = "captioning.model/2"
+FORMAT = "captioning.model/3"  # the decoder's kind (merge, attention) and the features' shape
+_FORMAT_V2 = "captioning.model/2"  # merge decoders only: no architecture.decoder, no feature_shape (their defaults)
 _FORMAT_V1 = "captioning.model/1"  # the decoder's sizes flat beside vocab_size, max_length, feature_dim
+_READABLE = (FORMAT, _FORMAT_V2, _FORMAT_V1)
 
 
 class ModelDirError(UserError, ValueError):
@@ -110,8 +113,32 @@ class ModelInfo:
         """Short stable name of this model version (for output rows and recaptioning)."""
         return str(self.training.get("model_id", ""))
 
+    @property
+    def decoder_kind(self) -> str:
+        return self.decoder.architecture.decoder
+
+    def describe_input(self) -> str:
+        """What the model takes per image, for messages: e.g. "a 7x7x256 spatial grid"."""
+        shape = self.decoder.input_shape
+        return f"a {'x'.join(map(str, shape))} spatial grid" if len(shape) > 1 else f"a pooled vector of {shape[0]} values"
+
     def check_features(self, source: str, encoder_identity: Mapping[str, Any]) -> None:
-        check_identity(source, self.features, encoder_identity, f"extract features with the model's backbone ({self.features.get('backbone')}, weights {self.features.get('weights')}) or use a model trained on these")
+        shape = self.decoder.input_shape
+        grid = f", --spatial{f' --channels {shape[2]}' if self.features.get('projection') else ''}" if len(shape) > 1 else ""
+        check_identity(
+            source, self.features, encoder_identity,
+            f"the {self.decoder_kind} decoder of {self.uri} takes {self.describe_input()}: extract features with the model's backbone "
+            f"({self.features.get('backbone')}, weights {self.features.get('weights')}{grid}) or use a model trained on these",
+        )
+
+    def check_feature_array(self, source: str, features) -> None:
+        """Refuse an array of image features (B, D) the model was not built for."""
+        shape = tuple(getattr(features, "shape", ()))
+        if len(shape) != 2 or shape[1] != self.decoder.feature_dim:
+            raise ModelDirError(
+                f"{source}: features of shape {shape[1:] if len(shape) == 2 else shape} given, but the {self.decoder_kind} decoder of {self.uri} "
+                f"takes {self.describe_input()} ({self.decoder.feature_dim} values) per image; use features extracted as the model's were"
+            )
 
 
 def write_config(uri: str, decoder: DecoderConfig, features: Mapping[str, Any], training: Mapping[str, Any]) -> None:
@@ -146,8 +173,8 @@ def read_info(uri: str) -> ModelInfo:
         data = json.loads(storage.read_text(place.config))
     except json.JSONDecodeError as error:
         raise ModelDirError(f"{place.config}: not JSON ({error})") from error
-    if data.get("format") not in (FORMAT, _FORMAT_V1):
-        raise ModelDirError(f"{place.config}: format {data.get('format')!r}, expected {FORMAT!r}")
+    if data.get("format") not in _READABLE:
+        raise ModelDirError(f"{place.config}: format {data.get('format')!r}, expected one of {list(_READABLE)} (a newer version of this project wrote it?)")
     vocabulary = read_vocabulary(uri)
     decoder = from_dict(DecoderConfig, _decoder_settings(data, place.config), f"{place.config}: decoder")
     if vocabulary.size != decoder.vocab_size:
@@ -178,6 +205,8 @@ def load_keras_model(uri: str):
     """A whole model saved by :func:`save_keras` (compiled, optimizer state included)."""
     import keras
 
+    import captioning.model.attention  # noqa: F401 - registers the attention decoder's layers with Keras
+
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, os.path.basename(uri))
         with open(local, "wb") as handle:
@@ -207,8 +236,8 @@ def publish_best_weights(uri: str) -> None:
 
 def load_model(info: ModelInfo):
     """The trained Keras training model, rebuilt from config and loaded with its weights."""
-    from captioning.model.decoder import build_training_model
+    from captioning.model.decoder import build_model
 
-    model = build_training_model(info.decoder)
+    model = build_model(info.decoder)
     load_weights(model, ModelDir(info.uri).weights)
     return model

@@ -46,16 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def ensure_sample(uri: str, images: int, seed: int, images_only: bool = False) -> None:
+def ensure_sample(uri: str, images: int, seed: int, images_only: bool = False, difficulty: str = "groups") -> None:
     from captioning.data.sample.config import SampleConfig
     from captioning.data.sample.generate import generate_sample_dataset
 
     marker = storage.join(uri, ".sample.json")
-    wanted = {"images": images, "seed": seed}
+    wanted = {"images": images, "seed": seed, **({"difficulty": difficulty} if difficulty != "groups" else {})}
     if storage.exists(marker) and json.loads(storage.read_text(marker)) == wanted:
         LOG.info("sample dataset at %s is up to date", uri)
         return
-    generate_sample_dataset(uri, SampleConfig(num_images=images, seed=seed))
+    generate_sample_dataset(uri, SampleConfig(num_images=images, seed=seed, difficulty=difficulty))
     storage.write_text(marker, json.dumps(wanted))
 
 

@@ -26,6 +26,7 @@ from captioning.model.model_dir import read_info
 from captioning.model.search.config import SearchConfig
 from captioning.pipeline.options import add_search_options, default, positive_int, search_from_args
 from captioning.pipeline.runner import run_stage, spark_for
+from captioning.serialization import to_dict
 from captioning.store import storage
 from captioning.store.feature_store import decode_vectors, require_manifest
 from captioning.data.prepared import PreparedCaptions
@@ -72,7 +73,7 @@ def evaluation_key(config: EvaluateConfig, info, manifest) -> dict:
     """What an evaluation's result depends on: same key, same metrics."""
     return {
         "model_id": info.identity, "features": list(manifest.parts), "captions": config.captions_uri, "split": config.split,
-        "search": [config.search.method, config.search.beam_width, config.search.length_alpha, config.search.max_length], "coco": config.coco,
+        "search": to_dict(config.search), "coco": config.coco,
     }
 
 
@@ -95,10 +96,10 @@ def extract(spark, config: EvaluateConfig, manifest):
     return ids, vectors, references, missing
 
 
-def caption_all(captioner, vectors: np.ndarray, batch_size: int):
+def caption_all(captioner, vectors: np.ndarray, batch_size: int, source: str = "features"):
     out = []
     for start in range(0, len(vectors), batch_size):
-        out.extend(captioner.caption(vectors[start : start + batch_size]))
+        out.extend(captioner.caption(vectors[start : start + batch_size], source))
     return out
 
 
@@ -114,20 +115,25 @@ def score(ids, predictions, references, vocabulary, coco: bool) -> dict:
 
 
 def summary_markdown(metrics: dict) -> str:
-    rows = [("image", metrics["model"]), ("blind", metrics["blind"])]
-    keys = list(metrics["model"]["bleu_nltk"]) + [k for k in metrics["model"].get("coco", {}) if isinstance(metrics["model"]["coco"][k], (int, float))]
+    from captioning.report.metrics import metric_columns
+
+    rows = [("image", metric_columns(metrics["model"])), ("blind", metric_columns(metrics["blind"]))]
+    keys = list(rows[0][1])
+    decoder = metrics.get("decoder", "merge")
     lines = [
         f"# Evaluation of {metrics['model_uri']} on the {metrics['split']} split",
         "",
-        f"{metrics['images']} images, {metrics['search']['method']} search; {len(metrics['images_without_features'])} images without features skipped.",
-        "'blind' is the same decoder given one constant image vector for every image.",
+        f"{metrics['images']} images, {decoder} decoder, {metrics['search']['method']} search; {len(metrics['images_without_features'])} images without features skipped.",
+        "'blind' is the same decoder given one constant image input for every image. BLEU (nltk) is nltk's corpus BLEU on the",
+        "project's cleaned tokens, as Flickr8k tutorials report it; BLEU (COCO), METEOR, ROUGE-L and CIDEr come from the COCO caption toolkit, as papers report them.",
         "",
         "| decoder input | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
+        "|---|" + "---:|" * len(keys),
     ]
-    for name, values in rows:
-        flat = {**values["bleu_nltk"], **{k: v for k, v in values.get("coco", {}).items() if isinstance(v, (int, float))}}
+    for name, flat in rows:
         lines.append(f"| {name} | " + " | ".join(f"{flat[k]:.4f}" for k in keys) + " |")
+    if "repeated_trigram_share" in metrics:
+        lines += ["", f"Captions holding a repeated trigram: {metrics['repeated_trigram_share']:.1%}."]
     lines += ["", "Examples:", ""]
     for example in metrics["examples"]:
         lines.append(f"- `{example['image_id']}`: **{example['caption']}** (reference: {example['reference']})")
@@ -135,8 +141,9 @@ def summary_markdown(metrics: dict) -> str:
 
 
 def run(config: EvaluateConfig, spark=None) -> dict:
-    from captioning.model.encoder import configure_tensorflow
     from captioning.model.captioner import Captioner
+    from captioning.model.encoder import configure_tensorflow
+    from captioning.report.metrics import repeated_ngram_share
 
     started = time.time()
     info = read_info(config.model_uri)
@@ -157,9 +164,9 @@ def run(config: EvaluateConfig, spark=None) -> dict:
     captioner = Captioner(info, config.search)
     search = captioner.search
     decode_started = time.time()
-    predictions = caption_all(captioner, vectors, config.batch_size)
+    predictions = caption_all(captioner, vectors, config.batch_size, config.features_uri)
     decode_seconds = time.time() - decode_started
-    blind_vector = vectors.mean(axis=0, keepdims=True)  # (1, D): the same input for every image
+    blind_vector = vectors.mean(axis=0, keepdims=True)  # (1, D): the same input (vector or grid) for every image
     blind = captioner.caption(blind_vector) * len(ids)
     metrics = {
         "key": key,
@@ -168,10 +175,12 @@ def run(config: EvaluateConfig, spark=None) -> dict:
         "split": config.split,
         "images": len(ids),
         "images_without_features": missing,
-        "search": {"method": search.method, "beam_width": search.beam_width, "length_alpha": search.length_alpha, "max_length": search.max_length},
+        "search": to_dict(search),
         "model": score(ids, predictions, references, info.vocabulary, config.coco),
         "blind": score(ids, blind, references, info.vocabulary, config.coco),
+        "decoder": info.decoder_kind,
         "blind_caption": blind[0].text,
+        "repeated_trigram_share": repeated_ngram_share([p.words for p in predictions], 3),
         "distinct_captions": len({p.text for p in predictions}),
         "captions_per_second": round(len(ids) / max(decode_seconds, 1e-9), 1),
         "seconds": round(time.time() - started, 1),

@@ -20,10 +20,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from captioning.data.layout import describe_image_extensions, image_folder, is_image_name
 from captioning.errors import InputError
 from captioning.model.encoder_spec import BACKBONES, POOLING_MODES, EncoderConfig, encoder_identity
-from captioning.pipeline.options import add_lease_options, add_reading_options, default, lease_from_args, reading_from_args
+from captioning.pipeline.options import add_lease_options, add_reading_options, default, lease_from_args, non_negative_int, reading_from_args
 from captioning.pipeline.reading import ImageReading
 from captioning.cluster.session import require_s3
 from captioning.pipeline.runner import run_stage, spark_for
@@ -62,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", type=str.lower, default=default(EncoderConfig, "backbone"), choices=tuple(BACKBONES), help="CNN backbone (default %(default)s, as the original project)")
     parser.add_argument("--weights", default=default(EncoderConfig, "weights"), help="'imagenet' (Keras download; needs internet), a local path or s3:// URI of a weights file (.h5/.weights.h5), or 'none' (random, seeded) (default %(default)s)")
     parser.add_argument("--pooling", choices=POOLING_MODES, default=default(EncoderConfig, "pooling"), help="global pooling of the last feature map (default %(default)s, as the original project)")
-    parser.add_argument("--seed", type=int, default=default(EncoderConfig, "seed"), help="initialisation seed for --weights none (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=default(EncoderConfig, "seed"), help="initialisation seed for --weights none and --channels (default %(default)s)")
+    parser.add_argument(
+        "--spatial", action="store_true",
+        help="store the last feature map (grid of rows x columns x channels) instead of one pooled vector: what the attention decoder needs. "
+        "float16 per image: resnet50 7x7x2048 = 196 KiB, inceptionv3 8x8x2048 = 256 KiB, efficientnetb0 7x7x1280 = 122.5 KiB, mobilenetv3small 7x7x576 = 55 KiB (pooled: 4 KiB or less)",
+    )
+    parser.add_argument("--channels", type=non_negative_int, default=default(EncoderConfig, "channels"), help="with --spatial: project each grid cell to this many channels with a fixed random matrix from --seed (e.g. 256: resnet50 7x7x256 = 24.5 KiB per image); default %(default)s keeps them all")
     parser.add_argument("--dtype", choices=DTYPES, default=default(ExtractConfig, "dtype"), help="storage precision of the vectors (default %(default)s)")
     add_reading_options(parser)
     add_lease_options(parser)
@@ -74,7 +82,10 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
     return ExtractConfig(
         input_uri=args.input,
         output_uri=args.output,
-        encoder=EncoderConfig(backbone=args.backbone, weights=args.weights, pooling=args.pooling, batch_size=args.batch_size, mixed_precision=args.mixed_precision, seed=args.seed),
+        encoder=EncoderConfig(
+            backbone=args.backbone, weights=args.weights, pooling=args.pooling, batch_size=args.batch_size, mixed_precision=args.mixed_precision, seed=args.seed,
+            spatial=args.spatial, channels=args.channels,
+        ),
         reading=reading_from_args(args),
         dtype=args.dtype,
         overwrite=args.overwrite,
@@ -128,7 +139,10 @@ def extract(config: ExtractConfig, run_id: str, folder: str, images: list[ImageF
     started = time.time()
     previous = previous_store(config, identity)
     stage = FeatureConfig(encoder=config.encoder, reading=config.reading, dtype=config.dtype)
-    summary = {"input": config.input_uri, "image_folder": folder, "output": config.output_uri, "run_id": run_id, "listed_images": len(images), "skipped_non_image": len(others)}
+    summary = {
+        "input": config.input_uri, "image_folder": folder, "output": config.output_uri, "run_id": run_id, "listed_images": len(images), "skipped_non_image": len(others),
+        "feature_shape": list(config.encoder.feature_shape), "vector_bytes": config.encoder.feature_dim * np.dtype(config.dtype).itemsize,
+    }
     with spark_for("extract-features", spark) as session:
         require_s3(session, [config.output_uri])
         parallelism = session.sparkContext.defaultParallelism

@@ -56,10 +56,11 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--beam-width", type=positive_int, default=default(SearchConfig, "beam_width"), help="beams per image (default %(default)s)")
     group.add_argument("--length-alpha", type=float, default=default(SearchConfig, "length_alpha"), help="length normalisation exponent; 0 disables (default %(default)s)")
     group.add_argument("--max-length", type=non_negative_int, default=default(SearchConfig, "max_length"), help="most words per caption (default %(default)s: the model's own maximum)")
+    group.add_argument("--no-repeat-ngram", type=non_negative_int, default=default(SearchConfig, "no_repeat_ngram"), help="never repeat an n-gram of this many words within a caption (default %(default)s; 0 allows repeats)")
 
 
 def search_from_args(args: argparse.Namespace) -> SearchConfig:
-    return SearchConfig(method=args.search, beam_width=args.beam_width, length_alpha=args.length_alpha, max_length=args.max_length)
+    return SearchConfig(method=args.search, beam_width=args.beam_width, length_alpha=args.length_alpha, max_length=args.max_length, no_repeat_ngram=args.no_repeat_ngram)
 
 
 def add_lease_options(parser: argparse.ArgumentParser) -> None:

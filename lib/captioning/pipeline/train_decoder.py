@@ -4,10 +4,11 @@
         --output s3://my-bucket/models/merge-v1 --epochs 20
     spark-submit --conf spark.dynamicAllocation.enabled=false jobs/train_decoder.py --workers 4 ...   # data-parallel
     captioner train-decoder --captions data/prepared --features data/features --output data/model --epochs 10
+    captioner train-decoder --decoder attention --features data/features-spatial ...   # a store made with --spatial
 
 Spark joins each split's captions with their image vectors into training views inside
 the model directory, Petastorm streams them into tf.data, and Keras trains with teacher
-forcing over whole padded captions (:mod:`captioning.model.training.fit`). A checkpoint
+forcing, batches grouped by caption length (:mod:`captioning.model.training.fit`). A checkpoint
 is written every epoch: run the same command again after an interruption and it resumes
 from the last finished epoch. Early stopping watches the dev loss; the best epoch's
 weights become the model.
@@ -30,10 +31,10 @@ import time
 from dataclasses import dataclass, field
 
 from captioning.errors import InputError
-from captioning.model.decoder import Architecture, DecoderConfig
+from captioning.model.decoder import DECODERS, Architecture, DecoderConfig
 from captioning.model.model_dir import ModelDir, write_config, write_vocabulary
 from captioning.model.training.fit import TrainConfig, TrainingPlan
-from captioning.pipeline.options import default, positive_int
+from captioning.pipeline.options import default, non_negative_int, positive_int
 from captioning.pipeline.runner import run_stage, spark_for
 from captioning.serialization import to_dict
 from captioning.store import feature_store, storage
@@ -57,7 +58,7 @@ class TrainJobConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train-decoder", description="Train the merge LSTM caption decoder with teacher forcing; checkpoints every epoch and resumes.")
+    parser = argparse.ArgumentParser(prog="train-decoder", description="Train an LSTM caption decoder (merge, or attention over a spatial grid) with teacher forcing; checkpoints every epoch and resumes.")
     parser.add_argument("--captions", required=True, help="output folder of prepare-captions (captions/, vocab.json, summary.json)")
     parser.add_argument("--features", required=True, help="feature store written by extract-features")
     parser.add_argument("--output", required=True, help="model directory to write (local or s3://); rerunning resumes from its checkpoints")
@@ -68,12 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--patience", type=positive_int, default=default(TrainConfig, "patience"), help="stop after this many epochs without a better dev loss (default %(default)s)")
     training.add_argument("--shuffle-buffer", type=positive_int, default=default(TrainConfig, "shuffle_buffer"), help="captions mixed in memory on top of row-group shuffling (default %(default)s)")
     training.add_argument("--seed", type=int, default=default(TrainConfig, "seed"), help="seed for initialisation and shuffling (default %(default)s)")
+    training.add_argument("--bucket-width", type=non_negative_int, default=default(TrainConfig, "bucket_width"), help="batch captions of about one length, in buckets this many tokens wide (default %(default)s; 0: random batches; single-process only)")
     training.add_argument("--workers", type=positive_int, default=default(TrainJobConfig, "workers"), help="data-parallel TensorFlow workers, one per Spark task of a barrier stage (default %(default)s: train in the driver); --batch-size is the global batch and must be divisible by it")
     network = parser.add_argument_group("network")
+    network.add_argument(
+        "--decoder", choices=DECODERS, default=default(Architecture, "decoder"),
+        help="'merge' (default %(default)s): a pooled image vector added to the LSTM's output, the original project's model; "
+        "'attention': soft attention over the CNN's spatial grid at every word (Show, Attend and Tell), needs a store made with extract-features --spatial",
+    )
     network.add_argument("--embedding-dim", type=positive_int, default=default(Architecture, "embedding_dim"), help="word embedding size (default %(default)s; must match --glove)")
     network.add_argument("--units", type=positive_int, default=default(Architecture, "units"), help="LSTM units and image projection size (default %(default)s)")
     network.add_argument("--hidden-units", type=positive_int, default=default(Architecture, "hidden_units"), help="Dense layer after the merge (default %(default)s)")
     network.add_argument("--dropout", type=float, default=default(Architecture, "dropout"), help="dropout on image vectors and embeddings (default %(default)s)")
+    network.add_argument("--attention-units", type=positive_int, default=default(Architecture, "attention_units"), help="attention decoder: width of the grid cells' projection and the attention layer (default %(default)s)")
+    network.add_argument("--attention-penalty", type=float, default=default(Architecture, "attention_penalty"), help="attention decoder: weight of the doubly stochastic regulariser, 0 to turn it off (default %(default)s)")
     network.add_argument("--glove", default=None, help="GloVe text file (local or s3://) to initialise the embeddings, e.g. glove.6B.200d.txt")
     network.add_argument("--freeze-embeddings", action="store_true", help="keep the (GloVe) embeddings fixed, as the original project did")
     parser.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start over")
@@ -87,12 +96,24 @@ def config_from_args(args: argparse.Namespace) -> TrainJobConfig:
         captions_uri=args.captions,
         features_uri=args.features,
         output_uri=args.output,
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience, shuffle_buffer=args.shuffle_buffer, seed=args.seed),
-        architecture=Architecture(embedding_dim=args.embedding_dim, units=args.units, hidden_units=args.hidden_units, dropout=args.dropout, train_embeddings=not args.freeze_embeddings),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience, shuffle_buffer=args.shuffle_buffer, seed=args.seed, bucket_width=args.bucket_width),
+        architecture=Architecture(
+            decoder=args.decoder, embedding_dim=args.embedding_dim, units=args.units, hidden_units=args.hidden_units, dropout=args.dropout,
+            train_embeddings=not args.freeze_embeddings, attention_units=args.attention_units, attention_penalty=args.attention_penalty,
+        ),
         glove_uri=args.glove,
         overwrite=args.overwrite,
         workers=args.workers,
     )
+
+
+def decoder_config(config: TrainJobConfig, prepared: dict, vocabulary, manifest: Manifest) -> DecoderConfig:
+    """The network to train; a decoder that cannot read the store's features is refused before any work."""
+    shape = manifest.feature_shape if len(manifest.feature_shape) > 1 else ()
+    try:
+        return DecoderConfig(vocab_size=vocabulary.size, max_length=int(prepared["max_length"]), feature_dim=manifest.feature_dim, architecture=config.architecture, feature_shape=shape)
+    except ValueError as error:
+        raise InputError(f"{config.features_uri}: {error}") from error
 
 
 def data_fingerprint(prepared: dict, manifest: Manifest) -> str:
@@ -165,7 +186,7 @@ def run(config: TrainJobConfig, spark=None) -> dict:
 
     prepared, vocabulary = PreparedCaptions(config.captions_uri).require()
     manifest = require_manifest(config.features_uri)
-    decoder = DecoderConfig(vocab_size=vocabulary.size, max_length=int(prepared["max_length"]), feature_dim=manifest.feature_dim, architecture=config.architecture)
+    decoder = decoder_config(config, prepared, vocabulary, manifest)
     data = data_fingerprint(prepared, manifest)
     fingerprint = run_fingerprint(data, decoder, config)
     model = ModelDir(config.output_uri)
@@ -185,7 +206,8 @@ def run(config: TrainJobConfig, spark=None) -> dict:
             state, distributed = train_data_parallel(session, plan)
     if config.workers == 1:
         state = fit(plan)
-    model_id = f"{manifest.encoder['backbone']}-{fingerprint}"
+    kind = "" if config.architecture.decoder == "merge" else f"{config.architecture.decoder}-"
+    model_id = f"{manifest.encoder['backbone']}-{kind}{fingerprint}"
     training = {
         "model_id": model_id,
         "run_fingerprint": fingerprint,

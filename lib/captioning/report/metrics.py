@@ -89,6 +89,58 @@ def bleu_scores(references: References, hypotheses: Hypotheses, *, smoothing: st
     return {name: float(corpus_bleu(refs, hyps, weights=_without_trailing_zeros(weights), smoothing_function=smoothing_function)) for name, weights in BLEU_WEIGHTS}
 
 
+def metric_columns(scores: Mapping[str, Mapping[str, float | str]]) -> dict[str, float]:
+    """One flat row of an evaluation's scores under names a reader can tell apart.
+
+    ``scores`` holds ``bleu_nltk`` (:func:`bleu_scores`) and optionally ``coco``
+    (:func:`coco_scores`): nltk's BLEU becomes "BLEU-4 (nltk)", the toolkit's "BLEU-4 (COCO)"
+    (they differ: tokenisation, and corpus brevity computed per toolkit), then METEOR,
+    ROUGE-L and CIDEr; the toolkit's notes are left out.
+    """
+    row = {f"{name} (nltk)": float(value) for name, value in scores["bleu_nltk"].items()}
+    for name, value in scores.get("coco", {}).items():
+        if isinstance(value, (int, float)):
+            row[_COCO_NAMES.get(name, name)] = float(value)
+    return row
+
+
+_COCO_NAMES = {**{f"Bleu_{n}": f"BLEU-{n} (COCO)" for n in range(1, 5)}, "ROUGE_L": "ROUGE-L"}
+
+
+def repeated_ngram_share(captions: Sequence[Sequence[str]], n: int = 3) -> float:
+    """Share of captions (token lists) that hold some n-gram twice, e.g. "with a with a"."""
+    if not captions:
+        return 0.0
+
+    def repeats(tokens: Sequence[str]) -> bool:
+        grams = [tuple(tokens[k : k + n]) for k in range(len(tokens) - n + 1)]
+        return len(grams) != len(set(grams))
+
+    return sum(repeats(list(c)) for c in captions) / len(captions)
+
+
+def human_agreement(references: References) -> dict[str, float]:
+    """BLEU-1..4 (nltk, as :func:`bleu_scores`) of one annotator against the others: a ceiling.
+
+    For every position k, caption k of each image is scored as the hypothesis against that
+    image's other captions; the result is the mean over k. A model scored against all the
+    references has one more reference than this, so it may land slightly above it; far
+    above means the metric no longer tells good captions from the references' own wording.
+    Every image needs at least two references, and all images the same number.
+    """
+    counts = {len(refs) for refs in references.values()}
+    if not references or len(counts) != 1 or min(counts) < 2:
+        raise ValueError(f"every image needs the same number (>= 2) of references, got counts {sorted(counts)}")
+    (per_image,) = counts
+    totals: dict[str, float] = {}
+    for k in range(per_image):
+        hypotheses = {i: refs[k] for i, refs in references.items()}
+        others = {i: [r for j, r in enumerate(refs) if j != k] for i, refs in references.items()}
+        for name, value in bleu_scores(others, hypotheses).items():
+            totals[name] = totals.get(name, 0.0) + value / per_image
+    return totals
+
+
 def _without_trailing_zeros(weights: tuple[float, ...]) -> tuple[float, ...]:
     kept = len(weights)
     while kept > 1 and weights[kept - 1] == 0:

@@ -14,6 +14,9 @@ so each image has exactly one row.
 Vectors are stored as raw little-endian bytes (float16 by default: half the size, and
 more than enough precision for pooled CNN activations) because Parquet as written by
 Spark has no half-precision type; every vector of a store has the same byte length.
+A spatial store (``extract-features --spatial``) holds each image's last feature map,
+rows x columns x channels flattened row by row, in the same column: the encoder identity
+names its ``feature_shape`` (a pooled store's is just its ``feature_dim``).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from captioning.store import storage
 
 MANIFEST = "_feature_store.json"
 FORMAT = "captioning.feature-store/1"
-IDENTITY_KEYS = ("backbone", "input_size", "feature_dim", "pooling", "weights")
+IDENTITY_KEYS = ("backbone", "input_size", "feature_dim", "pooling", "weights", "feature_shape", "projection")
 
 
 # Row groups of about 2k float16 ResNet vectors: Petastorm shuffles by row group, so small
@@ -43,7 +46,7 @@ class FeatureStoreMismatch(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Manifest:
-    encoder: Mapping[str, Any]  # encoder_identity(): backbone, input_size, feature_dim, pooling, weights
+    encoder: Mapping[str, Any]  # encoder_identity(): backbone, input_size, feature_dim, pooling, weights (+ feature_shape, projection)
     dtype: str  # "float16" or "float32"
     parts: tuple[str, ...]  # part folder names under parts/
     rows: int = 0
@@ -52,7 +55,18 @@ class Manifest:
 
     @property
     def feature_dim(self) -> int:
+        """Values stored per image."""
         return int(self.encoder["feature_dim"])
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """(feature_dim,) for pooled vectors, (rows, columns, channels) for a spatial grid."""
+        return tuple(int(v) for v in self.encoder.get("feature_shape") or (self.feature_dim,))
+
+    @property
+    def vector_bytes(self) -> int:
+        """Bytes of one image's features as stored (before Parquet's compression)."""
+        return self.feature_dim * np.dtype(self.dtype).itemsize
 
     def part_uris(self, store_uri: str) -> list[str]:
         """The Parquet folders of the current rows: what every reader reads, and only that."""

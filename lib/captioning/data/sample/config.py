@@ -34,6 +34,15 @@ SHAPES = ("circle", "square", "triangle", "star")
 SIZES = ("small", "big")
 COUNTS = (1, 2, 3)
 MAX_GROUPS = 2
+# What the scenes of a dataset are like (SampleConfig.difficulty):
+#   groups     one or two groups, the captions lead with the main one and say where it is
+#   relations  always two groups; the captions name both and how the main one lies
+#              relative to the other ("a red circle to the left of two blue squares"), which
+#              a single pooled image vector hardly keeps: which colour goes with which shape,
+#              and which group is where
+#   crowded    three to six single shapes of mixed colours scattered over the picture,
+#              unlike both others: for checking what a trained model says about such images
+DIFFICULTIES = ("groups", "relations", "crowded")
 # The main group is at least this many times as salient as any other group, so which group
 # the captions lead with can be seen in the picture (two near-equal groups would make the
 # choice a coin toss no captioner could learn). Drawing gives up after _GROUP_TRIES groups.
@@ -64,6 +73,7 @@ class SampleConfig:
     train_fraction: float = 0.75  # Flickr8k's lists hold 6000 / 1000 / 1000 images
     dev_fraction: float = 0.125
     test_fraction: float = 0.125
+    difficulty: str = "groups"  # one of DIFFICULTIES: what the scenes and captions are like
     quirks: bool = False  # add the real files' defects (see the module docstring)
     workers: int = 0  # rendering processes; 0: one per available CPU, 1: no pool
     pool_threshold: int = 400  # fewer images than this render in-process (pool start-up costs more)
@@ -87,6 +97,8 @@ class SampleConfig:
         fractions = self.split_fractions
         if min(fractions.values()) < 0 or abs(sum(fractions.values()) - 1) > 1e-6:
             raise ValueError(f"split fractions must be >= 0 and sum to 1, got {dict(fractions)}")
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {self.difficulty!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0: one per CPU), got {self.workers}")
         if self.quirks and self.split_counts["train"] < 2:

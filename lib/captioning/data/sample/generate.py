@@ -20,6 +20,11 @@ core phrase such as "three big red circles at the top" around which they differ.
 vocabulary is small (about seventy words), so every word clears the usual minimum count
 in a 2,000-image dataset. With ``quirks=True`` the text files also carry the real files'
 defects (:mod:`.quirks`).
+
+``SampleConfig.difficulty`` chooses the kind of scene (:mod:`.kinds`): the groups above
+(the default), two groups and their relation (:mod:`.relations`, harder: captions say
+which group is where), or crowded scenes unlike both (:mod:`.crowded`, to see what a
+model says about pictures unlike its training data).
 """
 from __future__ import annotations
 
@@ -41,8 +46,8 @@ from captioning.data.sample.quirks import (
     token_file_lines,
 )
 from captioning.data.sample.render import encode_jpeg, render_scene
-from captioning.data.sample.scene import SampleImage, describe_scene
-from captioning.data.sample.wording import write_captions
+from captioning.data.sample.kinds import captions_of, describe
+from captioning.data.sample.scene import SampleImage
 from captioning.errors import InputError
 from captioning.store import storage
 
@@ -64,8 +69,8 @@ def sample_image(config: SampleConfig, index: int, attempt: int = 0) -> SampleIm
     """Image ``index`` of the dataset ``config`` describes; ``attempt`` > 0 only on an id clash."""
     rng = rng_for(config.seed, index, "scene")
     width, height = _image_size(rng, config)
-    scene = describe_scene(rng, width, height)
-    captions = write_captions(scene, rng_for(config.seed, index, "captions"))
+    scene = describe(config.difficulty, rng, width, height)
+    captions = captions_of(config.difficulty, scene, rng_for(config.seed, index, "captions"))
     return SampleImage(index=index, image_id=_image_id(config.seed, index, attempt), scene=scene, captions=captions)
 
 

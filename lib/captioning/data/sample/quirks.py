@@ -13,7 +13,7 @@ from typing import Sequence
 
 from captioning.data.sample.config import CAPTIONS_PER_IMAGE, SampleConfig, rng_for
 from captioning.data.sample.scene import SampleImage
-from captioning.data.sample.wording import write_captions
+from captioning.data.sample.kinds import captions_of
 
 # Quirk kinds recorded in :attr:`SampleSummary.quirks`.
 QUIRK_CRLF = "crlf_line_end"  # the line ends in CR LF instead of LF
@@ -96,7 +96,7 @@ def token_file_lines(images: Sequence[SampleImage], extras: Sequence[SampleImage
     blocks = [lines[k : k + CAPTIONS_PER_IMAGE] for k in range(0, len(lines), CAPTIONS_PER_IMAGE)]
     # A second set of captions under "<id>.jpg.1", right after the image's own, as in the real file.
     doubled = rng.randrange(len(images))
-    second = write_captions(images[doubled].scene, rng_for(config.seed, images[doubled].index, "captions-suffix"))
+    second = captions_of(config.difficulty, images[doubled].scene, rng_for(config.seed, images[doubled].index, "captions-suffix"))
     blocks[doubled] = blocks[doubled] + _token_lines(images[doubled], QUIRK_ID_SUFFIX, ".1", second)
     # Captions of an image that is never written.
     blocks.insert(rng.randint(0, len(blocks)), _token_lines(extras[0], QUIRK_MISSING_IMAGE_CAPTION))

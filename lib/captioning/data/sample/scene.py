@@ -84,6 +84,7 @@ class Scene:
     grid: tuple[int, int]  # (rows, columns) of object cells
     background: Background
     groups: tuple[ObjectGroup, ...]  # most salient first: groups[0] is the main group
+    relation: str | None = None  # "relations" scenes: where the main group lies relative to the other (RELATIONS)
 
     @property
     def main(self) -> ObjectGroup:

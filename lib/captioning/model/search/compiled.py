@@ -11,8 +11,8 @@ The decoder is seen only through two TensorFlow functions:
 * ``initial_state_fn(features) -> state``: a non-empty tuple of tensors [B, ...];
 * ``step_fn(word_ids int32 [N], state [N, ...]) -> (log_probs float [N, V], new_state)``.
 
-The search rules (stopping, scoring, length penalty, tie-breaking, frozen finished beams)
-are exactly those documented in :mod:`captioning.model.search.reference`, which is the reference the
+The search rules (stopping, scoring, length penalty, tie-breaking, frozen finished beams,
+repeated n-gram blocking) are exactly those documented in :mod:`captioning.model.search.reference`, which is the reference the
 tests compare this module against. Beam search keeps the state flattened as [B*K, ...]
 (beam k of image b at row b*K + k) and gathers it by parent beam after every step.
 """
@@ -135,6 +135,34 @@ def _step(step_fn: StepFn, words: tf.Tensor, state: State) -> tuple[tf.Tensor, S
     return tf.cast(log_probs, tf.float32), tuple(new_state)  # [N, V], each [N, ...]
 
 
+def repeat_mask(tokens: tf.Tensor, t: tf.Tensor, n: int, vocab: tf.Tensor) -> tf.Tensor:
+    """Words each sequence may not emit at step ``t`` (the reference's rule): bool [N, V].
+
+    tokens [N, T] (columns < t emitted). Every n-gram window of the tokens that starts at
+    j <= t - n and whose first n-1 tokens equal the last n-1 emitted ones bans its last
+    word; the bans are scattered into [N, V] (no [N, T, V] one-hot, so large vocabularies
+    cost nothing extra).
+    """
+    rows = tf.shape(tokens)[0]  # scalar N
+    windows = tf.signal.frame(tokens, frame_length=n, frame_step=1, axis=1)  # [N, W, n], W = T - n + 1
+    starts = tf.range(tf.shape(windows)[1])  # [W]
+    tail_index = tf.maximum(t - (n - 1) + tf.range(n - 1), 0)  # [n-1] columns of the last n-1 emitted tokens
+    tail = tf.gather(tokens, tail_index, axis=1)  # [N, n-1]
+    same = tf.reduce_all(tf.equal(windows[:, :, : n - 1], tail[:, None, :]), axis=2)  # [N, W]
+    match = tf.logical_and(same, (starts <= t - n)[None, :])  # [N, W] only windows already complete
+    flat = tf.reshape(tf.range(rows)[:, None] * vocab + windows[:, :, n - 1], [-1, 1])  # [N*W, 1] row-major (row, word)
+    hits = tf.scatter_nd(flat, tf.reshape(tf.cast(match, tf.int32), [-1]), [rows * vocab])  # [N*V]
+    return tf.reshape(hits > 0, [rows, vocab])  # [N, V]
+
+
+def _block_repeats(log_probs: tf.Tensor, tokens: tf.Tensor, t: tf.Tensor, n: int, max_length: int) -> tf.Tensor:
+    """log_probs [N, V] with the words of :func:`repeat_mask` at -inf; unchanged when n is 0."""
+    if n < 1 or max_length <= n:  # nothing can repeat in so few tokens
+        return log_probs
+    banned = repeat_mask(tokens, t, n, tf.shape(log_probs)[1])  # [N, V]
+    return tf.where(banned, tf.constant(-np.inf, log_probs.dtype), log_probs)  # [N, V]
+
+
 def _write_column(tokens: tf.Tensor, t: tf.Tensor, words: tf.Tensor) -> tf.Tensor:
     """``tokens[..., t] = words`` for tokens [..., T] and words [...]."""
     column = tf.equal(tf.range(tf.shape(tokens)[-1]), t)  # [T]
@@ -165,6 +193,7 @@ def _greedy(step_fn: StepFn, state: State, config: SearchConfig, start_id: int, 
 
     def advance(t, words, state, tokens, sums, lengths, finished):
         log_probs, state = _step(step_fn, words, state)  # [B, V], each [B, ...]
+        log_probs = _block_repeats(log_probs, tokens, t, config.no_repeat_ngram, max_length)  # [B, V]
         best_log_prob, best = tf.math.top_k(log_probs, k=1)  # [B, 1], [B, 1]; ties -> lowest id
         words = tf.where(finished, pad_id, best[:, 0])  # [B]
         sums = sums + tf.where(finished, 0.0, best_log_prob[:, 0])  # [B]
@@ -201,6 +230,7 @@ def _beam(step_fn: StepFn, state: State, config: SearchConfig, start_id: int, en
 
     def advance(t, words, state, tokens, sums, lengths, finished):
         log_probs, state = _step(step_fn, words, state)  # [B*K, V], each [B*K, ...]
+        log_probs = _block_repeats(log_probs, tf.reshape(tokens, [batch * width, max_length]), t, config.no_repeat_ngram, max_length)  # [B*K, V]
         vocab = tf.shape(log_probs)[1]  # scalar V
         log_probs = tf.reshape(log_probs, [batch, width, vocab])  # [B, K, V]
         cand_sums, cand_lengths = _candidates(log_probs, sums, lengths, finished, pad_id)  # [B, K, V], [B, K]

@@ -11,6 +11,9 @@ class SearchConfig:
     beam_width: int = 3  # beams kept per image (beam search only)
     length_alpha: float = 0.7  # GNMT length penalty exponent; 0 ranks by plain log-prob sum
     max_length: int = 0  # most tokens emitted per caption, endseq included; 0: what the model was trained for
+    # no n-gram of this many words twice in one caption (a word that would repeat one gets
+    # probability 0); stops loops like "with with with" on unfamiliar images. 0: no blocking
+    no_repeat_ngram: int = 3
     results: int = 1  # captions returned per image, best first: the best beams of the final beam set
 
     # ``results`` does not change the search: the first of N results is the one caption of
@@ -23,6 +26,8 @@ class SearchConfig:
             raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
         if self.length_alpha < 0:
             raise ValueError(f"length_alpha must be >= 0, got {self.length_alpha}")
+        if self.no_repeat_ngram < 0:
+            raise ValueError(f"no_repeat_ngram must be >= 0 (0: no blocking), got {self.no_repeat_ngram}")
         if self.max_length < 0:
             raise ValueError(f"max_length must be >= 0 (0: the model's own maximum), got {self.max_length}")
         if self.results < 1:

@@ -24,7 +24,11 @@ exact about the rules both implementations follow:
   first, are the N-best list (a beam that never became live, possible only when the
   vocabulary is smaller than the beam, is left out of it);
 * ties are broken towards the lowest index: lowest word id, and in beam search lowest
-  (parent beam, word id) pair, the order ``tf.math.top_k`` guarantees.
+  (parent beam, word id) pair, the order ``tf.math.top_k`` guarantees;
+* with ``no_repeat_ngram`` n > 0, a live sequence may not emit a word that completes an
+  n-gram it already holds (its emitted tokens, startseq not counted): that word's
+  log-probability becomes -inf for this step, the others keep theirs (no renormalisation).
+  So a caption never holds the same n words in a row twice.
 """
 from __future__ import annotations
 
@@ -52,6 +56,30 @@ class StepModel(Protocol):
 def length_penalty(lengths: np.ndarray, alpha: float) -> np.ndarray:
     """GNMT length penalty ``((5 + length) / 6) ** alpha`` (1 everywhere when alpha is 0)."""
     return ((5.0 + np.asarray(lengths, dtype=np.float64)) / 6.0) ** alpha
+
+
+def repeat_mask(tokens: np.ndarray, t: int, n: int, vocab: int) -> np.ndarray:
+    """Words each sequence may not emit at step ``t``: bool [N, V] for tokens [N, T] (columns < t emitted).
+
+    Word w is banned when the last n-1 emitted tokens followed by w form an n-gram that
+    already occurs among the emitted tokens. n = 0 bans nothing.
+    """
+    rows = tokens.shape[0]
+    banned = np.zeros((rows, vocab), dtype=bool)  # [N, V]
+    if n < 1:
+        return banned
+    tail = tokens[:, t - n + 1 : t] if n > 1 else tokens[:, :0]  # [N, n-1]
+    for start in range(0, t - n + 1):  # every earlier n-gram tokens[start : start + n]
+        match = np.all(tokens[:, start : start + n - 1] == tail, axis=1)  # [N]
+        banned[np.flatnonzero(match), tokens[match, start + n - 1]] = True
+    return banned
+
+
+def _block_repeats(log_probs: np.ndarray, tokens: np.ndarray, t: int, n: int) -> np.ndarray:
+    """log_probs [N, V] with the words of :func:`repeat_mask` set to -inf."""
+    if n < 1 or t < n:
+        return log_probs
+    return np.where(repeat_mask(tokens, t, n, log_probs.shape[1]), -np.inf, log_probs)
 
 
 def search(model: StepModel, features: Any, config: SearchConfig, *, start_id: int = 2, end_id: int = 3, pad_id: int = 0) -> list[SearchResult]:
@@ -86,7 +114,7 @@ def greedy_search(model: StepModel, features: Any, config: SearchConfig, *, star
         if finished.all():
             break
         log_probs, state = model.step(words, state)  # [B, V], state [B, ...]
-        log_probs = np.asarray(log_probs, dtype=np.float64)  # [B, V]
+        log_probs = _block_repeats(np.asarray(log_probs, dtype=np.float64), tokens, t, config.no_repeat_ngram)  # [B, V]
         best = np.argmax(log_probs, axis=1)  # [B]; argmax returns the first maximum
         words = np.where(finished, pad_id, best)  # [B]
         sums = sums + np.where(finished, 0.0, log_probs[np.arange(batch), best])  # [B]
@@ -127,7 +155,7 @@ def _final_beams(model: StepModel, features: Any, config: SearchConfig, start_id
         if finished.all():
             break
         log_probs, state = model.step(words, state)  # [B*K, V], state [B*K, ...]
-        log_probs = np.asarray(log_probs, dtype=np.float64)  # [B*K, V]
+        log_probs = _block_repeats(np.asarray(log_probs, dtype=np.float64), tokens.reshape(batch * width, -1), t, config.no_repeat_ngram)  # [B*K, V]
         vocab = log_probs.shape[1]
         cand_sums, cand_lengths = _candidates(log_probs.reshape(batch, width, vocab), sums, lengths, finished, pad_id)  # [B, K, V], [B, K]
         cand_scores = cand_sums / length_penalty(cand_lengths, config.length_alpha)[:, :, None]  # [B, K, V]

@@ -70,7 +70,8 @@ def fit_data_parallel(model, strategy, train_batches, dev_batches, epochs: int, 
     keeps fit's definitions, so losses and histories compare with single-worker runs:
 
     * step loss = sum(weight * cross-entropy) / sum(weight) over the worker's batch, i.e.
-      the compiled loss (``mean_with_sample_weight``); it is divided by the number of
+      the compiled loss (``mean_with_sample_weight``), plus the layers' own losses while
+      training (the attention decoder's regulariser), as fit adds them; it is divided by the number of
       workers and the optimizer all-reduces (sums) the gradients: their mean is applied,
       identically on every worker;
     * logged ``loss`` = step losses averaged with the batch rows as weights, ``accuracy``
@@ -92,6 +93,8 @@ def fit_data_parallel(model, strategy, train_batches, dev_batches, epochs: int, 
         logits = model(inputs, training=training)  # (B, T, V)
         weight_total = tf.reduce_sum(weights)
         loss = tf.math.divide_no_nan(tf.reduce_sum(entropy(targets, logits) * weights), weight_total)
+        if training and model.losses:  # the decoder's own regulariser (attention), as fit adds it
+            loss = loss + tf.add_n(model.losses)
         hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=targets.dtype), targets), tf.float32)
         rows = tf.cast(tf.shape(targets)[0], tf.float32)
         return loss, tf.stack([loss * rows, rows, tf.reduce_sum(hits * weights), weight_total])

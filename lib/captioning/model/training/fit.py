@@ -35,6 +35,10 @@ class TrainConfig:
     patience: int = 3  # epochs without a better dev loss before stopping
     shuffle_buffer: int = 8192  # captions mixed in memory on top of Petastorm's row-group shuffle
     seed: int = 0  # initialisation and shuffling
+    # batches of captions of one length (in buckets this many tokens wide), so almost no
+    # padding is computed; 0: random batches. Single-process training only (data-parallel
+    # workers must agree on every batch's shape)
+    bucket_width: int = 1
 
 
 @dataclass(frozen=True)
@@ -76,10 +80,10 @@ def initial_model(plan: TrainingPlan, vocabulary: Vocabulary):
     """A new compiled model: seeded weights, feature statistics, optional GloVe embeddings."""
     import keras
 
-    from captioning.model.decoder import build_training_model, compile_model, load_glove, set_feature_statistics
+    from captioning.model.decoder import build_model, compile_model, load_glove, set_feature_statistics
 
     keras.utils.set_random_seed(plan.train.seed)
-    model = build_training_model(plan.decoder)
+    model = build_model(plan.decoder)
     if plan.decoder.architecture.normalize_features:
         stats = plan.feature_statistics
         set_feature_statistics(model, stats["mean"], stats["variance"], stats["count"])
@@ -110,13 +114,14 @@ def training_stream(plan: TrainingPlan, state: Mapping[str, Any], shard: tuple[i
 
     The seed changes with the epoch a run starts at, so a resumed run does not replay the
     first epochs' order (petastorm treats seed 0 as "unseeded": it is kept positive).
+    Batches are grouped by caption length (``bucket_width``) when the padding is trimmed.
     """
     from captioning.model.training.petastorm_input import ReaderConfig, open_dataset
 
     rank, count = shard if shard else (None, None)
     reader = ReaderConfig(
         shuffle=True, seed=plan.train.seed * 1000 + state["epoch"] + 1, shuffle_buffer=plan.train.shuffle_buffer,
-        num_epochs=None, cur_shard=rank, shard_count=count, trim_padding=trim_padding,
+        num_epochs=None, cur_shard=rank, shard_count=count, trim_padding=trim_padding, bucket_width=plan.train.bucket_width if trim_padding else 0,
         **_reader_shape(plan, plan.worker_batch if shard else plan.train.batch_size),
     )
     with open_dataset(ModelDir(plan.model_uri).view("train"), reader) as stream:

@@ -16,6 +16,13 @@ Why this shape:
 * The decoder is trained with teacher forcing over whole padded sequences: the input is
   the caption without its last token, the target is the caption shifted by one, and
   padding positions get weight 0 so they add nothing to the loss.
+* With ``bucket_width`` the shuffled captions are grouped by length before batching
+  (``tf.data``'s ``bucket_by_sequence_length``), so each batch holds captions of about
+  one length and ``trim_padding`` leaves almost no padding to compute: the LSTM's cost
+  follows each caption's own length instead of the longest in a random batch.
+* Vectors stay in their stored precision (float16 by default) until a batch is formed, so
+  the shuffle buffer holds half the bytes; it is also capped by ``shuffle_bytes``, which
+  matters for spatial grids (a 7x7x2048 float16 grid is 196 KiB a row).
 
 Datasets are given as URLs of Parquet files or folders (e.g. several part folders of a
 store). Folders are expanded here to their data files (sorted; ``_``/``.``-prefixed names
@@ -59,6 +66,8 @@ class ReaderConfig:
     workers_count: int = 4  # petastorm reader threads
     results_queue_size: int = 8  # row groups read ahead (petastorm keeps at least 5 per thread)
     trim_padding: bool = False  # cut each batch after its longest caption (shapes then vary by batch)
+    bucket_width: int = 0  # batch captions whose lengths fall in the same bucket of this many tokens; 0: random batches
+    shuffle_bytes: int = 512 * 1024 * 1024  # the shuffle buffer holds at most this many bytes of rows
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -79,6 +88,18 @@ class ReaderConfig:
             raise ValueError(f"cur_shard must be in [0, {self.shard_count}), got {self.cur_shard}")
         if self.workers_count < 1 or self.results_queue_size < 1:
             raise ValueError("workers_count and results_queue_size must be >= 1")
+        if self.bucket_width < 0:
+            raise ValueError(f"bucket_width must be >= 0 (0: no bucketing), got {self.bucket_width}")
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows in the shuffle buffer: ``shuffle_buffer``, fewer when they would pass ``shuffle_bytes``."""
+        row_bytes = self.feature_dim * (2 if self.feature_dtype == "float16" else 4) + self.max_length * 4
+        return max(1, min(self.shuffle_buffer, self.shuffle_bytes // row_bytes))
+
+    def bucket_boundaries(self) -> list[int]:
+        """Upper bounds (exclusive) of the caption-length buckets, in tokens incl. startseq/endseq."""
+        return list(range(2 + self.bucket_width, self.max_length + 1, self.bucket_width))
 
 
 class FsspecLegacyFileSystem(legacy_fs.FileSystem):
@@ -234,7 +255,7 @@ def _make_reader(files: list[str], config: ReaderConfig):
 
 
 def _decode_row_group(features, token_ids, config: ReaderConfig):
-    """One row group of raw columns -> (vectors float32 [n, D], token_ids int32 [n, L])."""
+    """One row group of raw columns -> (vectors [n, D] as stored (float16/float32), token_ids int32 [n, L])."""
     import tensorflow as tf
 
     raw_dtype = tf.float16 if config.feature_dtype == "float16" else tf.float32
@@ -243,7 +264,7 @@ def _decode_row_group(features, token_ids, config: ReaderConfig):
         tf.shape(values)[1], config.feature_dim,
         message=f"stored vectors do not hold feature_dim={config.feature_dim} {config.feature_dtype} values",
     )
-    vectors = tf.cast(tf.reshape(values, [-1, config.feature_dim]), tf.float32)  # [n, D]
+    vectors = tf.reshape(values, [-1, config.feature_dim])  # [n, D], cast to float32 once batched
     tokens = tf.cast(token_ids, tf.int32)  # [n, L?]
     tf.debugging.assert_equal(
         tf.shape(tokens)[1], config.max_length,
@@ -270,9 +291,10 @@ def trim_padding(model_inputs, targets, weights):
 
 
 def _teacher_forcing(vectors, tokens):
-    """A batch of (vectors [B, D], tokens [B, L]) -> ((vectors, inputs), targets, weights)."""
+    """A batch of (vectors [B, D], tokens [B, L]) -> ((vectors float32, inputs), targets, weights)."""
     import tensorflow as tf
 
+    vectors = tf.cast(vectors, tf.float32)  # [B, D]
     inputs = tokens[:, :-1]  # [B, L-1]: startseq .. last word (or padding)
     targets = tokens[:, 1:]  # [B, L-1]: first word .. endseq, then padding
     weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)  # [B, L-1]
@@ -288,8 +310,17 @@ def _training_pipeline(row_groups, config: ReaderConfig):
         num_parallel_calls=tf.data.AUTOTUNE,
     ).unbatch()  # elements: (vector [D], tokens [L])
     if config.shuffle:
-        rows = rows.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
-    batches = rows.batch(config.batch_size)  # ([B, D], [B, L]); the last batch may be smaller
+        rows = rows.shuffle(config.buffered_rows, seed=config.seed, reshuffle_each_iteration=True)
+    if config.bucket_width:
+        # ([B, D], [B, L]) of captions whose lengths share a bucket; each bucket's last batch may be smaller
+        batches = rows.bucket_by_sequence_length(
+            lambda vector, tokens: tf.reduce_sum(tf.cast(tf.not_equal(tokens, PAD_ID), tf.int32)),
+            bucket_boundaries=config.bucket_boundaries(),
+            bucket_batch_sizes=[config.batch_size] * (len(config.bucket_boundaries()) + 1),
+            no_padding=True,
+        )
+    else:
+        batches = rows.batch(config.batch_size)  # ([B, D], [B, L]); the last batch may be smaller
     examples = batches.map(_teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE)  # ((B, D), (B, L-1)), (B, L-1), (B, L-1)
     if config.trim_padding:
         examples = examples.map(trim_padding, num_parallel_calls=tf.data.AUTOTUNE)  # ... (B, T), T <= L-1
@@ -304,7 +335,8 @@ def open_dataset(urls: str | Sequence[str], config: ReaderConfig):
     ``urls``: one URL or a list (local path, ``file://`` or ``s3://``; files or folders).
     The dataset is only valid inside the ``with`` block: on exit the reader threads are
     stopped and joined. With ``num_epochs=1`` each row (of this shard) appears once.
-    With ``trim_padding`` the L-1 positions become T <= L-1 per batch (see ``trim_padding``).
+    With ``trim_padding`` the L-1 positions become T <= L-1 per batch (see ``trim_padding``);
+    with ``bucket_width`` each batch holds captions of about one length.
     """
     from petastorm.tf_utils import make_petastorm_dataset
 
