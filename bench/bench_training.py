@@ -25,10 +25,11 @@ captions per optimiser step, for the same number of epochs.
 * project: ``jobs/train_decoder.run`` itself (Spark builds the Parquet training views,
   Petastorm streams them into tf.data through ``captioning.model.training.petastorm_input.open_dataset``, the
   model of ``captioning.model.decoder`` is trained with teacher forcing, batches grouped
-  by caption length and cut after their longest caption). Seconds per epoch are read
+  by caption length (``--bucket-width``, default 1 here) and cut after their longest caption). Seconds per epoch are read
   from the model directory's ``history.json``.
 * project without bucketing (``--bucket-width 0``, random batches, each still cut after
-  its longest caption): the same job once more, to show what bucketing itself gains.
+  its longest caption; train-decoder's default): the same job once more, to show what
+  bucketing itself gains.
 
 Measured:
 
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--units", type=int, default=256, help="LSTM units and image projection size (default 256)")
     training.add_argument("--hidden-units", type=int, default=512, help="Dense layer after the merge (default 512, this project's default)")
     training.add_argument("--seed", type=int, default=0, help="seed of the sample, the weights and the shuffling (default 0)")
-    training.add_argument("--bucket-width", type=int, default=1, help="the project's caption-length buckets, in tokens (default 1, train-decoder's default)")
+    training.add_argument("--bucket-width", type=int, default=1, help="the project's caption-length buckets, in tokens, for its bucketed run (default 1; train-decoder's own default is 0, random batches)")
     training.add_argument("--no-unbucketed", action="store_true", help="skip the project run without bucketing")
     parser.add_argument("--bleu-split", default="test", choices=("train", "dev", "test"), help="split captioned for BLEU (default test)")
     parser.add_argument("--json-out", default=None, help="also write the results as JSON to this file")

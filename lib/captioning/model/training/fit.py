@@ -36,9 +36,11 @@ class TrainConfig:
     shuffle_buffer: int = 8192  # captions mixed in memory on top of Petastorm's row-group shuffle
     seed: int = 0  # initialisation and shuffling
     # batches of captions of one length (in buckets this many tokens wide), so almost no
-    # padding is computed; 0: random batches. Single-process training only (data-parallel
-    # workers must agree on every batch's shape)
-    bucket_width: int = 1
+    # padding is computed; 0: random batches. Off by default: measured on the sample, it
+    # saves ~15% per epoch but ends at a higher dev loss (batches of one length move the
+    # weights less evenly). Single-process training only (data-parallel workers must
+    # agree on every batch's shape)
+    bucket_width: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def training_stream(plan: TrainingPlan, state: Mapping[str, Any], shard: tuple[i
 
     The seed changes with the epoch a run starts at, so a resumed run does not replay the
     first epochs' order (petastorm treats seed 0 as "unseeded": it is kept positive).
-    Batches are grouped by caption length (``bucket_width``) when the padding is trimmed.
+    With ``bucket_width`` batches are grouped by caption length when the padding is trimmed.
     """
     from captioning.model.training.petastorm_input import ReaderConfig, open_dataset
 
