@@ -34,7 +34,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from captioning.model.decoder import END_ID, DecoderConfig
+from captioning.model.decoder import END_ID, DecoderConfig, embedded_words
 
 
 @keras.saving.register_keras_serializable(package="captioning")
@@ -152,14 +152,7 @@ def build_attention_model(config: DecoderConfig, embedding_matrix: np.ndarray | 
     cells = layers.Dense(sizes.attention_units, activation="relu", name="grid_dense")(grid)  # (B, N, A)
     cells = CellPositions(name="cell_positions")(cells)  # (B, N, A)
 
-    embedding = layers.Embedding(
-        config.vocab_size,
-        sizes.embedding_dim,
-        name="embedding",
-        trainable=sizes.train_embeddings,
-        embeddings_initializer=keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None else "uniform",
-    )
-    words = layers.Dropout(sizes.dropout, name="word_dropout")(embedding(input_ids))  # (B, T, E)
+    words = embedded_words(config, input_ids, embedding_matrix)  # (B, T, E)
     outputs, contexts = AttentionLSTM(sizes.units, sizes.attention_units, sizes.attention_penalty, name="attention_lstm")([words, cells, input_ids])  # (B, T, U), (B, T, A)
 
     deep = layers.Concatenate(name="deep_output")([outputs, contexts, words])  # (B, T, U + A + E)

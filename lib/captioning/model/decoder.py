@@ -122,6 +122,23 @@ def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | N
     image = layers.Dropout(sizes.dropout, name="image_dropout")(image)  # (B, D)
     image = layers.Dense(sizes.units, activation="relu", name="image_dense")(image)  # (B, U)
 
+    words = embedded_words(config, input_ids, embedding_matrix)  # (B, T, E)
+    sequence = layers.LSTM(sizes.units, return_sequences=True, name="lstm")(words)  # (B, T, U)
+
+    merged = layers.Add(name="merge")([sequence, layers.Reshape((1, sizes.units), name="image_time")(image)])  # (B, T, U)
+    hidden = layers.Dense(sizes.hidden_units, activation="relu", name="hidden")(merged)  # (B, T, H)
+    logits = layers.Dense(config.vocab_size, name="logits", dtype="float32")(hidden)  # (B, T, V)
+    return keras.Model([features, input_ids], logits, name="merge_decoder")
+
+
+def embedded_words(config: DecoderConfig, input_ids, embedding_matrix: np.ndarray | None = None):
+    """input_ids (B, T) -> Embedding(E) -> Dropout -> (B, T, E): the word branch both decoders
+    share. The layers' names ("embedding", "word_dropout") are what GloVe initialisation and
+    the step decoders look up."""
+    import keras
+    from keras import layers
+
+    sizes = config.architecture
     embedding = layers.Embedding(
         config.vocab_size,
         sizes.embedding_dim,
@@ -129,14 +146,7 @@ def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | N
         trainable=sizes.train_embeddings,
         embeddings_initializer=keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None else "uniform",
     )
-    words = embedding(input_ids)  # (B, T, E)
-    words = layers.Dropout(sizes.dropout, name="word_dropout")(words)  # (B, T, E)
-    sequence = layers.LSTM(sizes.units, return_sequences=True, name="lstm")(words)  # (B, T, U)
-
-    merged = layers.Add(name="merge")([sequence, layers.Reshape((1, sizes.units), name="image_time")(image)])  # (B, T, U)
-    hidden = layers.Dense(sizes.hidden_units, activation="relu", name="hidden")(merged)  # (B, T, H)
-    logits = layers.Dense(config.vocab_size, name="logits", dtype="float32")(hidden)  # (B, T, V)
-    return keras.Model([features, input_ids], logits, name="merge_decoder")
+    return layers.Dropout(sizes.dropout, name="word_dropout")(embedding(input_ids))  # (B, T, E)
 
 
 def set_feature_statistics(model, mean: np.ndarray, variance: np.ndarray, count: int) -> None:

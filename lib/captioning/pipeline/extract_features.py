@@ -20,8 +20,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from captioning.data.layout import describe_image_extensions, image_folder, is_image_name
 from captioning.errors import InputError
 from captioning.model.encoder_spec import BACKBONES, POOLING_MODES, EncoderConfig, encoder_identity
@@ -141,7 +139,7 @@ def extract(config: ExtractConfig, run_id: str, folder: str, images: list[ImageF
     stage = FeatureConfig(encoder=config.encoder, reading=config.reading, dtype=config.dtype)
     summary = {
         "input": config.input_uri, "image_folder": folder, "output": config.output_uri, "run_id": run_id, "listed_images": len(images), "skipped_non_image": len(others),
-        "feature_shape": list(config.encoder.feature_shape), "vector_bytes": config.encoder.feature_dim * np.dtype(config.dtype).itemsize,
+        "feature_shape": list(config.encoder.feature_shape), "vector_bytes": feature_store.vector_bytes(config.encoder.feature_dim, config.dtype),
     }
     with spark_for("extract-features", spark) as session:
         require_s3(session, [config.output_uri])

@@ -66,7 +66,7 @@ class Manifest:
     @property
     def vector_bytes(self) -> int:
         """Bytes of one image's features as stored (before Parquet's compression)."""
-        return self.feature_dim * np.dtype(self.dtype).itemsize
+        return vector_bytes(self.feature_dim, self.dtype)
 
     def part_uris(self, store_uri: str) -> list[str]:
         """The Parquet folders of the current rows: what every reader reads, and only that."""
@@ -128,6 +128,11 @@ def check_identity(store_uri: str, expected: Mapping[str, Any], actual: Mapping[
     differences = identity_differences(expected, actual)
     if differences:
         raise FeatureStoreMismatch(f"{store_uri}: features were made by another model ({'; '.join(differences)}); {remedy}")
+
+
+def vector_bytes(feature_dim: int, dtype: str) -> int:
+    """Bytes of one stored vector of ``feature_dim`` values in ``dtype`` (the column's fixed length)."""
+    return int(feature_dim) * np.dtype(dtype).itemsize
 
 
 def encode_vector(vector: np.ndarray, dtype: str) -> bytes:

@@ -8,18 +8,19 @@ from captioning.data.sample.relations import describe_relation_scene, write_rela
 from captioning.data.sample.scene import Scene, describe_scene
 from captioning.data.sample.wording import write_captions
 
-_DESCRIBE = {"groups": describe_scene, "relations": describe_relation_scene, "crowded": describe_crowded_scene}
+# difficulty -> (draw a scene, write its five captions)
+_KINDS = {
+    "groups": (describe_scene, write_captions),
+    "relations": (describe_relation_scene, write_relation_captions),
+    "crowded": (describe_crowded_scene, write_crowded_captions),
+}
 
 
 def describe(difficulty: str, rng: random.Random, width: int, height: int) -> Scene:
     """A random scene of the kind ``difficulty`` names (one of config.DIFFICULTIES)."""
-    return _DESCRIBE[difficulty](rng, width, height)
+    return _KINDS[difficulty][0](rng, width, height)
 
 
 def captions_of(difficulty: str, scene: Scene, rng: random.Random) -> tuple[str, ...]:
     """The five captions of a scene of that kind."""
-    if difficulty == "relations":
-        return write_relation_captions(scene, rng)
-    if difficulty == "crowded":
-        return write_crowded_captions(scene, rng)
-    return write_captions(scene, rng)
+    return _KINDS[difficulty][1](scene, rng)
