@@ -12,14 +12,18 @@ names one:
 Merge training model::
 
     features (B, D) ─ Dropout ─ Dense(image_units, relu) ──────────────┐ (B, 1, U) broadcast
-    input_ids (B, T) ─ Embedding(E) ─ Dropout ─ LSTM(U, sequences) ─ add ─ Dense(hidden, relu) ─ Dense(V) logits (B, T, V)
+    input_ids (B, T) ─ Embedding(E, mask id != 0) ─ Dropout ─ packed LSTM(U, sequences) ─ add ─ (B, T, U)
+        ─ pack the N real positions (N, U) ─ Dense(hidden, relu) ─ Dense(V) ─ unpack: logits (B, T, V)
 
 One forward pass scores every prefix of a caption at once: the LSTM output at step t has
 read words 0..t, which is exactly the original's "prefix -> next word" sample, without
 expanding a caption of n words into n samples. Padding sits after the caption, and the LSTM
 is causal, so padding never changes a real position; the loss ignores padded targets
-through sample weights (no masking layer, which keeps the fused cuDNN kernel usable).
-T may be shorter than max_length - 1: training batches drop the positions where every
+through sample weights. No layer computes a padded position (:mod:`captioning.model.packing`):
+the embedding's mask (id != 0) tells the LSTM where each caption ends (the packed loop on a
+CPU, cuDNN's sequence lengths on a GPU; its output is zero past a caption's end), and the
+Dense layers after it run on the real positions only; the logits of padded positions are
+zeros. T may be shorter than max_length - 1: training batches drop the positions where every
 caption is padding (``captioning.model.training.petastorm_input.trim_padding``), work that changes nothing.
 
 Inference uses the same layers one word at a time through :class:`StepDecoder`
@@ -122,19 +126,24 @@ def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | N
     image = layers.Dropout(sizes.dropout, name="image_dropout")(image)  # (B, D)
     image = layers.Dense(sizes.units, activation="relu", name="image_dense")(image)  # (B, U)
 
-    words = embedded_words(config, input_ids, embedding_matrix)  # (B, T, E)
-    sequence = layers.LSTM(sizes.units, return_sequences=True, name="lstm")(words)  # (B, T, U)
+    from captioning.model import packing
+
+    words = embedded_words(config, input_ids, embedding_matrix, mask_padding=True)  # (B, T, E), mask (B, T): id != 0
+    sequence = packing.LSTM(sizes.units, return_sequences=True, name="lstm")(words)  # (B, T, U), zeros past each caption
 
     merged = layers.Add(name="merge")([sequence, layers.Reshape((1, sizes.units), name="image_time")(image)])  # (B, T, U)
-    hidden = layers.Dense(sizes.hidden_units, activation="relu", name="hidden")(merged)  # (B, T, H)
-    logits = layers.Dense(config.vocab_size, name="logits", dtype="float32")(hidden)  # (B, T, V)
+    real = packing.PackPositions(name="real_positions")([merged, input_ids])  # (N, U): the N positions with a word
+    hidden = layers.Dense(sizes.hidden_units, activation="relu", name="hidden")(real)  # (N, H)
+    logits = layers.Dense(config.vocab_size, name="logits", dtype="float32")(hidden)  # (N, V)
+    logits = packing.UnpackPositions(name="positions", dtype="float32")([logits, input_ids])  # (B, T, V), zeros at padding
     return keras.Model([features, input_ids], logits, name="merge_decoder")
 
 
-def embedded_words(config: DecoderConfig, input_ids, embedding_matrix: np.ndarray | None = None):
+def embedded_words(config: DecoderConfig, input_ids, embedding_matrix: np.ndarray | None = None, mask_padding: bool = False):
     """input_ids (B, T) -> Embedding(E) -> Dropout -> (B, T, E): the word branch both decoders
     share. The layers' names ("embedding", "word_dropout") are what GloVe initialisation and
-    the step decoders look up."""
+    the step decoders look up. With ``mask_padding`` the words carry a Keras mask (id != 0)
+    for the LSTM, which then computes no step past a caption's end."""
     import keras
     from keras import layers
 
@@ -144,6 +153,7 @@ def embedded_words(config: DecoderConfig, input_ids, embedding_matrix: np.ndarra
         sizes.embedding_dim,
         name="embedding",
         trainable=sizes.train_embeddings,
+        mask_zero=mask_padding,
         embeddings_initializer=keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None else "uniform",
     )
     return layers.Dropout(sizes.dropout, name="word_dropout")(embedding(input_ids))  # (B, T, E)
@@ -230,7 +240,7 @@ class StepDecoder:
         import tensorflow as tf
 
         image, h, c = state
-        words = self.embedding(word_ids)  # (B, E)
+        words = tf.gather(self.embedding.embeddings, word_ids)  # (B, E): the embedding layer's lookup, without its padding mask
         output, (h, c) = self.cell(words, [h, c], training=False)  # (B, U), (B, U), (B, U)
         hidden = self.hidden(output + image)  # (B, H)
         log_probs = tf.nn.log_softmax(tf.cast(self.logits(hidden), tf.float32))  # (B, V)
