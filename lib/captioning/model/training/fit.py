@@ -35,11 +35,11 @@ class TrainConfig:
     patience: int = 3  # epochs without a better dev loss before stopping
     shuffle_buffer: int = 8192  # captions mixed in memory on top of Petastorm's row-group shuffle
     seed: int = 0  # initialisation and shuffling
-    # batches of captions of one length (in buckets this many tokens wide), so almost no
-    # padding is computed; 0: random batches. Off by default: measured on the sample, it
-    # saves ~15% per epoch but ends at a higher dev loss (batches of one length move the
-    # weights less evenly). Single-process training only (data-parallel workers must
-    # agree on every batch's shape)
+    # batches of captions of one length (in buckets this many tokens wide), so the batch
+    # is one short block; 0: random batches. Off by default: the merge decoder computes
+    # no padded position anyway, so on the sample it saves only ~8% per epoch, and it ends
+    # at a higher dev loss (batches of one length move the weights less evenly).
+    # Single-process training only (data-parallel workers must agree on every batch's shape)
     bucket_width: int = 0
 
 
