@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from captioning.model.decoder import Architecture, DecoderConfig, build_training_model, compile_model, feature_statistics, set_feature_statistics
+from captioning.model.decoder import Architecture, DecoderConfig, build_training_model, feature_statistics, set_feature_statistics
 from captioning.model.model_dir import load_keras_model, load_weights, save_keras
 
 BATCH, EMBED, UNITS = 7, 5, 6
@@ -182,7 +182,6 @@ def test_merge_model_trains_exactly_as_with_keras_lstm_over_padding(tmp_path):
 
 def test_a_checkpoint_of_the_merge_model_restores_its_packed_lstm(tmp_path):
     model = build_training_model(CONFIG)
-    compile_model(model, 1e-3)
     save_keras(model, str(tmp_path / "epoch-0001.keras"))
     restored = load_keras_model(str(tmp_path / "epoch-0001.keras"))
     assert type(restored.get_layer("lstm")).__module__ == "captioning.model.packing"

@@ -240,7 +240,8 @@ class StepDecoder:
         import tensorflow as tf
 
         image, h, c = state
-        words = tf.gather(self.embedding.embeddings, word_ids)  # (B, E): the embedding layer's lookup, without its padding mask
+        # (B, E): the embedding layer's own lookup and cast, without the padding mask it would attach
+        words = tf.cast(tf.gather(self.embedding.embeddings, word_ids), self.embedding.compute_dtype)
         output, (h, c) = self.cell(words, [h, c], training=False)  # (B, U), (B, U), (B, U)
         hidden = self.hidden(output + image)  # (B, H)
         log_probs = tf.nn.log_softmax(tf.cast(self.logits(hidden), tf.float32))  # (B, V)
