@@ -115,6 +115,8 @@ def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | N
     import keras
     from keras import layers
 
+    from captioning.model import packing
+
     sizes = config.architecture
     features = keras.Input((config.feature_dim,), name="features")  # (B, D)
     # (B, T): any T up to max_length - 1, so training batches can drop their all-padding tail
@@ -125,8 +127,6 @@ def build_training_model(config: DecoderConfig, embedding_matrix: np.ndarray | N
         image = layers.Normalization(name="feature_norm")(image)  # (B, D): (x - mean) / std
     image = layers.Dropout(sizes.dropout, name="image_dropout")(image)  # (B, D)
     image = layers.Dense(sizes.units, activation="relu", name="image_dense")(image)  # (B, U)
-
-    from captioning.model import packing
 
     words = embedded_words(config, input_ids, embedding_matrix, mask_padding=True)  # (B, T, E), mask (B, T): id != 0
     sequence = packing.LSTM(sizes.units, return_sequences=True, name="lstm")(words)  # (B, T, U), zeros past each caption

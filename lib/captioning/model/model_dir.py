@@ -206,7 +206,7 @@ def load_keras_model(uri: str):
     import keras
 
     import captioning.model.attention  # noqa: F401 - registers the attention decoder's layers with Keras
-    import captioning.model.packing  # noqa: F401 - registers the merge decoder's LSTM with Keras
+    import captioning.model.packing  # noqa: F401 - registers the merge decoder's packed layers with Keras
 
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, os.path.basename(uri))
