@@ -240,8 +240,7 @@ class StepDecoder:
         import tensorflow as tf
 
         image, h, c = state
-        # (B, E): the embedding layer's own lookup and cast, without the padding mask it would attach
-        words = tf.cast(tf.gather(self.embedding.embeddings, word_ids), self.embedding.compute_dtype)
+        words = self.embedding.call(word_ids)  # (B, E): the layer's own lookup, without the padding mask __call__ attaches
         output, (h, c) = self.cell(words, [h, c], training=False)  # (B, U), (B, U), (B, U)
         hidden = self.hidden(output + image)  # (B, H)
         log_probs = tf.nn.log_softmax(tf.cast(self.logits(hidden), tf.float32))  # (B, V)

@@ -57,7 +57,15 @@ def packed_lstm(x, steps, h0, c0, kernel, recurrent_kernel, bias):
     active = tf.reduce_sum(tf.cast(real, tf.int32), axis=1)  # (T,): n_t
     offsets = tf.cumsum(active, exclusive=True)  # (T,): where step t starts among the N
     places = tf.cast(tf.where(real), tf.int32)  # (N, 2): (t, r) of each packed row, in step order
-    inputs = tf.boolean_mask(tf.transpose(tf.gather(x, order), [1, 0, 2]), real)  # (N, E)
+
+    def pack(values):  # (B, T, F) in the caller's row order -> (N, F)
+        return tf.boolean_mask(tf.transpose(tf.gather(values, order), [1, 0, 2]), real)
+
+    def unpack(packed):  # (N, F) -> (B, T, F) in the caller's row order, zeros at padding
+        padded = tf.scatter_nd(places, packed, tf.stack([time, batch, tf.shape(packed)[1]]))  # (T, B, F), sorted rows
+        return tf.gather(tf.transpose(padded, [1, 0, 2]), restore)
+
+    inputs = pack(x)  # (N, E)
     h_start, c_start = tf.gather(h0, order), tf.gather(c0, order)  # (B, U)
     projected = tf.matmul(inputs, kernel) + bias  # (N, 4U): every input projection in one product
 
@@ -76,11 +84,10 @@ def packed_lstm(x, steps, h0, c0, kernel, recurrent_kernel, bias):
     gates, cells = gates_and_cells[:, : 4 * units], gates_and_cells[:, 4 * units :]  # (N, 4U), (N, U)
     cell_tanh = tf.tanh(cells)  # (N, U)
     hidden = gates[:, 3 * units :] * cell_tanh  # (N, U): o * tanh(c)
-    padded_shape = tf.stack([time, batch, units])
-    outputs = tf.gather(tf.transpose(tf.scatter_nd(places, hidden, padded_shape), [1, 0, 2]), restore)  # (B, T, U), zeros past each row's end
+    outputs = unpack(hidden)  # (B, T, U), zeros past each row's end
 
     def gradient(d_outputs, d_h_last, d_c_last):
-        d_hidden = tf.boolean_mask(tf.transpose(tf.gather(d_outputs, order), [1, 0, 2]), real)  # (N, U)
+        d_hidden = pack(d_outputs)  # (N, U)
         # the state each packed row started from: (t-1, r) among the N, or the initial state when t = 0
         step, row = places[:, 0], places[:, 1]  # (N,), (N,)
         before = tf.where(step > 0, batch + tf.gather(offsets, tf.maximum(step - 1, 0)) + row, row)  # (N,)
@@ -113,9 +120,7 @@ def packed_lstm(x, steps, h0, c0, kernel, recurrent_kernel, bias):
             lambda k, *_: k < time, backward, (0, dh_end, dc_end, tf.TensorArray(x.dtype, size=time, infer_shape=False)),
         )
         dz_all = saved_dz.concat()  # (N, 4U), in step order like every packed tensor
-        d_inputs = tf.matmul(dz_all, kernel, transpose_b=True)  # (N, E)
-        d_x = tf.scatter_nd(places, d_inputs, tf.stack([time, batch, tf.shape(x)[2]]))  # (T, B, E), zeros at padding
-        d_x = tf.gather(tf.transpose(d_x, [1, 0, 2]), restore)  # (B, T, E)
+        d_x = unpack(tf.matmul(dz_all, kernel, transpose_b=True))  # (B, T, E), zeros at padding
         d_kernel = tf.matmul(inputs, dz_all, transpose_a=True)  # (E, 4U)
         d_recurrent = tf.matmul(hidden_before, dz_all, transpose_a=True)  # (U, 4U)
         d_bias = tf.reduce_sum(dz_all, axis=0)  # (4U,)
